@@ -1,0 +1,1 @@
+"""noether_rl.cli"""

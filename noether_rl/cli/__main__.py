@@ -1,0 +1,5 @@
+import sys
+
+from noether_rl.cli.main import main
+
+sys.exit(main())
