@@ -1,0 +1,180 @@
+"""Tests for the generic tailoring engine (noether_rl.tailoring)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from noether_rl.tailoring import TailorConfig, call_per_example, per_example_params, tailor
+
+D = 3
+
+
+def _toy(dtype=torch.float64, seed=0):
+    """A tiny 'predictor' x_hat = tanh(W x) + shift and a learned embedding g_phi (MLP)."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(D, D, generator=g, dtype=dtype) * 0.5
+    g_phi = nn.Sequential(nn.Linear(D, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
+    torch.manual_seed(seed)
+    for p in g_phi.parameters():
+        nn.init.normal_(p, std=0.7)
+    return W, g_phi
+
+
+def _predict(W, x0, adapt):
+    return torch.tanh(x0 @ W.T) * adapt["scale"] + adapt["shift"]  # [B, D]
+
+
+def _inner_loss(g_phi, W, x0):
+    def loss_fn(adapt):
+        xh = _predict(W, x0, adapt)
+        return (g_phi(x0) - g_phi(xh)).pow(2).sum(-1)  # [B]
+
+    return loss_fn
+
+
+def _identity(B, dtype=torch.float64):
+    return {"scale": torch.ones(B, D, dtype=dtype), "shift": torch.zeros(B, D, dtype=dtype)}
+
+
+def test_one_step_lowers_inner_loss():
+    W, g_phi = _toy()
+    x0 = torch.randn(5, D, dtype=torch.float64)
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(5), TailorConfig(lr=0.05, only_on_improvement=False, steps=1))
+    after = _inner_loss(g_phi, W, x0)(res.adapted)
+    assert res.inner_losses.shape == (1, 5)
+    assert (after < res.inner_losses[0]).all()
+
+
+def test_per_example_independence_and_batch_size_invariance():
+    W, g_phi = _toy()
+    x0 = torch.randn(4, D, dtype=torch.float64)
+    cfg = TailorConfig(lr=0.1, steps=3)
+    full = tailor(_inner_loss(g_phi, W, x0), _identity(4), cfg).adapted
+    single = tailor(_inner_loss(g_phi, W, x0[:1]), _identity(1), cfg).adapted
+    torch.testing.assert_close(full["shift"][:1], single["shift"])  # not scaled by 1/B
+    x0b = x0.clone()
+    x0b[1:] += 10.0  # change the other examples only
+    other = tailor(_inner_loss(g_phi, W, x0b), _identity(4), cfg).adapted
+    torch.testing.assert_close(full["shift"][0], other["shift"][0])
+    assert not torch.allclose(full["shift"][1], other["shift"][1])
+
+
+def test_second_order_meta_gradient_reaches_g_phi_and_matches_finite_differences():
+    W, g_phi = _toy()
+    x0 = torch.randn(3, D, dtype=torch.float64)
+    target = torch.randn(3, D, dtype=torch.float64)
+    names = [n for n, _ in g_phi.named_parameters()]
+
+    def outer(*phi):
+        params = dict(zip(names, phi))
+
+        def loss_fn(adapt):
+            xh = _predict(W, x0, adapt)
+            gp = lambda z: torch.func.functional_call(g_phi, params, (z,))  # noqa: E731
+            return (gp(x0) - gp(xh)).pow(2).sum(-1)
+
+        res = tailor(loss_fn, _identity(3), TailorConfig(lr=0.3, steps=2, order="second"))
+        return (_predict(W, x0, res.adapted) - target).pow(2).mean()
+
+    phi = tuple(p.detach().clone().requires_grad_(True) for p in g_phi.parameters())
+    grads = torch.autograd.grad(outer(*phi), phi)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert torch.autograd.gradcheck(outer, phi, eps=1e-6, atol=1e-6)
+
+
+def test_first_order_equals_second_order_with_graph_cut():
+    W, g_phi = _toy()
+    x0 = torch.randn(3, D, dtype=torch.float64)
+    target = torch.randn(3, D, dtype=torch.float64)
+    base = _identity(3)
+    theta = {k: v.clone().requires_grad_(True) for k, v in base.items()}  # shared "weights" (outer-trained)
+
+    fo = tailor(_inner_loss(g_phi, W, x0), theta, TailorConfig(lr=0.2, steps=2, order="first")).adapted
+    # manual second order with the inner gradient detached
+    p = dict(theta)
+    for _ in range(2):
+        loss = _inner_loss(g_phi, W, x0)(p).sum()
+        gr = torch.autograd.grad(loss, list(p.values()), create_graph=True)
+        p = {k: v - 0.2 * gk.detach() for (k, v), gk in zip(p.items(), gr)}
+    torch.testing.assert_close(fo["shift"], p["shift"])
+    out_fo = torch.autograd.grad((_predict(W, x0, fo) - target).pow(2).sum(), list(theta.values()))
+    out_cut = torch.autograd.grad((_predict(W, x0, p) - target).pow(2).sum(), list(theta.values()))
+    for a, b in zip(out_fo, out_cut):
+        torch.testing.assert_close(a, b)
+    # and phi gets no gradient through a first-order step
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(3), TailorConfig(lr=0.2, order="first"))
+    out = (_predict(W, x0, res.adapted) - target).pow(2).sum()
+    assert not out.requires_grad or all(
+        g is None for g in torch.autograd.grad(out, list(g_phi.parameters()), allow_unused=True)
+    )
+
+
+def test_works_under_no_grad_and_returns_detached():
+    W, g_phi = _toy(dtype=torch.float32)
+    x0 = torch.randn(2, D)
+    with torch.no_grad():
+        res = tailor(_inner_loss(g_phi, W, x0), _identity(2, torch.float32), TailorConfig(lr=0.1))
+    assert not res.adapted["shift"].requires_grad
+    assert res.adapted["shift"].abs().sum() > 0
+
+
+def test_nonfinite_example_falls_back_with_warning():
+    W, g_phi = _toy()
+    x0 = torch.randn(3, D, dtype=torch.float64)
+    x0[1, 0] = float("nan")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = tailor(_inner_loss(g_phi, W, x0), _identity(3), TailorConfig(lr=0.1))
+    assert any("non-finite" in str(x.message) for x in w)
+    assert res.ok.tolist() == [True, False, True]
+    torch.testing.assert_close(res.adapted["shift"][1], torch.zeros(D, dtype=torch.float64))
+    assert res.adapted["shift"][0].abs().sum() > 0
+
+
+def test_only_on_improvement_reverts_examples_that_got_worse():
+    W, g_phi = _toy()
+    x0 = torch.randn(6, D, dtype=torch.float64)
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(6), TailorConfig(lr=50.0, only_on_improvement=True))
+    assert res.improved is not None and res.final_losses is not None
+    kept = res.improved
+    assert (~kept).any()  # a huge lr overshoots somewhere
+    torch.testing.assert_close(res.adapted["shift"][~kept], torch.zeros_like(res.adapted["shift"][~kept]))
+
+
+def test_adam_steps_and_config_validation():
+    W, g_phi = _toy()
+    x0 = torch.randn(2, D, dtype=torch.float64)
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(2), TailorConfig(lr=0.01, steps=20, optimizer="adam"))
+    assert res.inner_losses.shape == (20, 2)
+    assert (res.inner_losses[-1] < res.inner_losses[0]).all()
+    with pytest.raises(ValueError):
+        TailorConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="per-example"):
+        tailor(lambda a: a["shift"].sum(), _identity(2), TailorConfig())
+
+
+def test_per_example_module_weights_with_torch_func():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    params = per_example_params(net, 4)
+    torch.testing.assert_close(call_per_example(net, params, x), net(x))
+
+    def loss_fn(p):
+        y = call_per_example(net, p, x)
+        return (y.pow(2).sum(-1) - 1.0).pow(2)  # [B]
+
+    res = tailor(loss_fn, params, TailorConfig(lr=0.05, steps=2, order="first"))
+    w = res.adapted["0.weight"]
+    assert w.shape == (4, 8, 2)
+    assert not torch.allclose(w[0], w[1])  # each example got its own weights
+    # outer gradient reaches the shared module parameter through the first-order path
+    out = call_per_example(net, res.adapted, x).sum()
+    (g,) = torch.autograd.grad(out, [net[0].weight])
+    assert g.abs().sum() > 0
+    with pytest.raises(KeyError, match="has no parameters"):
+        per_example_params(net, 2, ["nope"])
