@@ -1,0 +1,23 @@
+"""``noether-rl train``: train the (action-conditioned) SVG baseline on a recording."""
+
+from __future__ import annotations
+
+import argparse
+
+from noether_rl.cli.common import add_train_args, data_config, model_config
+from noether_rl.training import TrainConfig, train
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the SVG baseline (teacher forcing)")
+    add_train_args(p, epochs=50)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(out=args.out, data=data_config(args), model=model_config(args), epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                      amp=not args.no_amp, resume=not args.no_resume)
+    path = train(cfg)
+    print(f"checkpoint: {path}")
+    return 0

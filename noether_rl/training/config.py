@@ -1,0 +1,87 @@
+"""Training configuration: one frozen dataclass composed of the component configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from noether_rl.models import EmbeddingConfig, SVGConfig
+from noether_rl.noether import NoetherConfig
+from noether_rl.tailoring import TailorConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """root: a recording written by ``noether-rl record``. Windows of n_past + n_future frames
+    (stride ``stride``) from the first ``train_episodes`` episodes are the training set."""
+
+    root: str = ""
+    n_past: int = 4
+    n_future: int = 26
+    train_episodes: int = 5
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``noether`` None = baseline SVG training (teacher forcing, as SVG);
+    otherwise Alg. 1 meta-training of g_phi (and of the predictor if ``train_predictor``).
+
+    epoch: one pass over all training windows (``DataConfig``), in a seeded random order.
+    """
+
+    out: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SVGConfig = field(default_factory=SVGConfig)
+    noether: NoetherConfig | None = None
+    init_from: str | None = None  # checkpoint whose predictor weights start this run
+    train_predictor: bool = True  # meta-training: also update the predictor (paper pendulum: False)
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 2e-3  # predictor (Adam, betas (0.9, 0.999) as SVG)
+    emb_lr: float = 1e-3  # g_phi
+    beta: float = 1e-4  # KL weight (stochastic SVG-LP)
+    grad_clip: float | None = 10.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (fp32 on CPU)
+    resume: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, d: dict[str, Any] | None) -> Any:
+    if d is None:
+        return None
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of :meth:`TrainConfig.to_dict` (as stored in checkpoints)."""
+    d = dict(d)
+    noether = None
+    if d.get("noether") is not None:
+        n = dict(d["noether"])
+        noether = NoetherConfig(
+            embedding=_build(EmbeddingConfig, n.get("embedding")),
+            tailor=_build(TailorConfig, n.get("tailor")),
+            **{k: v for k, v in n.items() if k not in ("embedding", "tailor")},
+        )
+    return dataclasses.replace(
+        _build(TrainConfig, {k: v for k, v in d.items() if k not in ("data", "model", "noether")}),
+        data=_build(DataConfig, d["data"]),
+        model=_build(SVGConfig, d["model"]),
+        noether=noether,
+    )
