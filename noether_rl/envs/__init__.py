@@ -1,0 +1,23 @@
+"""Gymnasium pixel environments; importing this package registers their ids.
+
+- ``noether_rl/PixelPendulum-v0``: Pendulum-v1 dynamics and reward, observation ``uint8 [H, W, 3]``
+  (default 64x64, ``size=`` kwarg), true state in ``info["state"]``; 200 steps per episode.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from noether_rl.envs.pixel_pendulum import PixelPendulumEnv
+
+PIXEL_PENDULUM_ID = "noether_rl/PixelPendulum-v0"
+
+if PIXEL_PENDULUM_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=PIXEL_PENDULUM_ID,
+        entry_point="noether_rl.envs.pixel_pendulum:PixelPendulumEnv",
+        max_episode_steps=200,
+        kwargs={"size": 64},
+    )
+
+__all__ = ["PIXEL_PENDULUM_ID", "PixelPendulumEnv"]
