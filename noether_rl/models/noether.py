@@ -1,0 +1,108 @@
+"""Noether embedding g_phi and the Noether (conservation) loss, eq. 2 of Alet et al. 2021.
+
+The paper's video g_phi (Sec. 4.3) is a two-layer CNN on two consecutive frames followed by a
+fully-connected projection to 64 dims. No batch-coupling layers: loss[i] depends on example i only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from noether_rl.errors import UserError
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Configuration of :class:`NoetherEmbedding`."""
+
+    kind: str = "conv"  # "conv" (frames) | "mlp" (state vectors)
+    channels: int = 3  # per frame (conv); the conv input is 2 consecutive frames stacked on channels
+    image_size: int = 64
+    emb_dim: int = 64
+    in_dim: int = 2  # mlp: state dimension (2 consecutive states concatenated if pairs=True)
+    hidden: int = 64  # mlp hidden
+    pairs: bool = True  # the paper's design takes two consecutive frames
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("conv", "mlp"):
+            raise UserError(f"EmbeddingConfig.kind must be 'conv' or 'mlp', got {self.kind!r}")
+        if self.kind == "conv" and self.image_size % 4:
+            raise UserError(f"EmbeddingConfig.image_size must be divisible by 4, got {self.image_size}")
+
+
+class NoetherEmbedding(nn.Module):
+    """g_phi. conv: [2C, H, W] -> conv5x5(32)+ReLU+maxpool2 -> conv5x5(64)+ReLU+maxpool2 -> linear -> emb_dim;
+    mlp: [in_dim * (2 if pairs else 1)] -> hidden -> hidden -> emb_dim (ReLU)."""
+
+    def __init__(self, cfg: EmbeddingConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k = 2 if cfg.pairs else 1
+        if cfg.kind == "conv":
+            self.conv1 = nn.Conv2d(k * cfg.channels, 32, 5, 1, 2)
+            self.conv2 = nn.Conv2d(32, 64, 5, 1, 2)
+            side = cfg.image_size // 4
+            self.proj = nn.Linear(64 * side * side, cfg.emb_dim)
+        else:
+            self.mlp = nn.Sequential(
+                nn.Linear(k * cfg.in_dim, cfg.hidden), nn.ReLU(),
+                nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                nn.Linear(cfg.hidden, cfg.emb_dim),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [N, 2C, H, W] (conv) or [N, in_dim * (2 if pairs else 1)] (mlp) -> [N, emb_dim]."""
+        if self.cfg.kind == "mlp":
+            return self.mlp(x)
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)  # [N, 32, H/2, W/2]
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # [N, 64, H/4, W/4]
+        return self.proj(h.flatten(1))
+
+    def embed_sequence(self, seq: Tensor) -> Tensor:
+        """seq: [B, T, C, H, W] (or [B, T, D]) -> [B, T-1, emb_dim] embeddings of consecutive pairs
+        (seq[:, t-1], seq[:, t]) for t = 1..T-1 if pairs, else [B, T, emb_dim]. One batched forward."""
+        B, T = seq.shape[:2]
+        if self.cfg.pairs:
+            if T < 2:
+                raise UserError(f"embed_sequence with pairs=True needs T >= 2, got {T}")
+            x = torch.cat([seq[:, :-1], seq[:, 1:]], 2)  # [B, T-1, 2C, H, W] or [B, T-1, 2D]
+            T = T - 1
+        else:
+            x = seq
+        e = self(x.reshape(B * T, *x.shape[2:]))  # [B*T', emb_dim]
+        return e.view(B, T, -1)
+
+
+def _dist(a: Tensor, b: Tensor, distance: str) -> Tensor:
+    """a, b: [B, T, D] -> [B, T]."""
+    if distance == "mse":
+        return (a - b).pow(2).sum(-1)
+    if distance == "cosine":
+        return 1.0 - F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+    raise UserError(f"unknown Noether distance {distance!r}; expected 'mse' or 'cosine'")
+
+
+def noether_loss(g: NoetherEmbedding, x0: Tensor, preds: Tensor, *, form: str = "a",
+                 distance: str = "mse") -> Tensor:
+    """Per-example Noether loss [B] (eq. 2).
+
+    x0: ground-truth conditioning frames [B, T0, ...] (T0 = 2 when g takes pairs, 1 otherwise);
+    preds: predicted frames [B, T, ...]. With s = cat(x0, preds) and e = g.embed_sequence(s) ([B, T', D]):
+    form "a": sum_{t>=1} dist(e_0, e_t) (conservation w.r.t. the ground-truth embedding e_0);
+    form "b": sum_{t>=1} dist(e_{t-1}, e_t). distance "mse": squared L2 over D; "cosine": 1 - cos.
+    """
+    if x0.shape[0] != preds.shape[0] or x0.shape[2:] != preds.shape[2:]:
+        raise UserError(f"noether_loss: x0 {list(x0.shape)} and preds {list(preds.shape)} do not match")
+    s = torch.cat([x0.to(preds.dtype), preds], 1)  # [B, T0+T, ...]
+    e = g.embed_sequence(s)  # [B, T', D]
+    if form == "a":
+        d = _dist(e[:, :1].expand_as(e[:, 1:]), e[:, 1:], distance)
+    elif form == "b":
+        d = _dist(e[:, :-1], e[:, 1:], distance)
+    else:
+        raise UserError(f"unknown Noether loss form {form!r}; expected 'a' or 'b'")
+    return d.sum(1)  # [B]
