@@ -66,7 +66,7 @@ def make_predict(model: LoadedModel, n_past: int, n_future: int, inner_steps: in
         return predict
 
     def predict_svg(frames: Tensor, actions: Tensor) -> Tensor:
-        return module.rollout(frames[:, :n_past], actions, n_past, n_future).frames  # type: ignore[operator]
+        return module.rollout(frames[:, :n_past], actions, n_past, n_future, decode_context=False).frames  # type: ignore[operator]
 
     return predict_svg
 

@@ -399,6 +399,7 @@ class SVG(nn.Module):
         use_posterior: bool | None = None,
         decode_context: bool = True,
         chunk_examples: int | None = None,
+        detach_feedback: bool = False,
     ) -> Rollout:
         """Predict frames ``n_past .. n_past+n_future-1``.
 
@@ -412,6 +413,9 @@ class SVG(nn.Module):
             otherwise posterior for the context steps and the prior for the predicted ones (SVG's generation).
             ``kl`` sums KL(q||p) over the steps where the posterior was evaluated.
         decode_context: also decode the context predictions (``context_frames``; None when n_past == 1).
+        detach_feedback: free-running only: feed predictions back to the encoder as constants, so gradients
+            w.r.t. the adaptables flow through the LSTM state but not through the pixel feedback loop (a
+            cheaper, truncated inner gradient: no encoder backward).
         chunk_examples: split the batched encoder/decoder calls into groups of this many examples
             (0 = never). Default: automatic on CPU (cache-sized chunks are ~30% faster there), never on
             GPU, and never with batch norm in train mode (chunking would change the batch statistics).
@@ -514,7 +518,7 @@ class SVG(nn.Module):
                 frame = self.decoder.forward_split(g_out, skip_future, cn_adapt)  # [B, C, H, W]
                 future.append(frame)
                 if t < L - 1:
-                    g_prev = self.encoder(frame, cn_adapt)[0]
+                    g_prev = self.encoder(frame.detach() if detach_feedback else frame, cn_adapt)[0]
 
         # --- batched decoding of the steps not decoded in the loop ----------------------------------------
         top = torch.stack(tops, 1)  # [B, S, rnn_size]

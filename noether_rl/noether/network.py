@@ -26,6 +26,9 @@ class NoetherConfig:
     "cn" (conditional-normalisation gamma/beta; the paper's real-video choice).
     form: Noether loss 2(a) ("a": vs the ground-truth embedding) or 2(b) ("b": consecutive).
     distance: "mse" or "cosine".
+    feedback_grad: False truncates the inner gradient at the pixel feedback loop (predictions re-enter
+        the encoder as constants): no encoder backward in the inner step; the final prediction and the
+        outer (meta) gradient are unaffected by this switch except through the inner step itself.
     """
 
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -33,6 +36,7 @@ class NoetherConfig:
     adapt: str = "lstm"
     form: str = "a"
     distance: str = "mse"
+    feedback_grad: bool = True  # inner gradient also flows through the predicted-frame feedback (False: cheaper)
 
     def __post_init__(self) -> None:
         if self.adapt not in ("lstm", "cn"):
@@ -86,7 +90,8 @@ class NoetherNetwork(nn.Module):
         x0 = self.conditioning_frames(frames, n_past)
         adapt0 = self.predictor.adaptables(B, n_future, kind=self.cfg.adapt, device=frames.device, dtype=frames.dtype)
         if tcfg.steps == 0:
-            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt0, generator=generator)
+            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt0, generator=generator,
+                                       decode_context=False)
             return NoetherOutput(frames=r.frames, initial=r.frames.detach(), result=None, kl=r.kl)
 
         initial: list[Tensor] = []
@@ -94,13 +99,15 @@ class NoetherNetwork(nn.Module):
         def inner_loss(adapt: dict[str, Tensor]) -> Tensor:  # [B]
             # the same generator state for every rollout of this call: tailoring must not resample z
             g = _fork(generator)
-            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt, generator=g)
+            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt, generator=g, decode_context=False,
+                                       detach_feedback=not self.cfg.feedback_grad)
             if not initial:
                 initial.append(r.frames.detach())
             return noether_loss(self.embedding, x0, r.frames, form=self.cfg.form, distance=self.cfg.distance)
 
         res = tailor(inner_loss, adapt0, tcfg)
-        r = self.predictor.rollout(context, actions, n_past, n_future, adapt=res.adapted, generator=_fork(generator))
+        r = self.predictor.rollout(context, actions, n_past, n_future, adapt=res.adapted, generator=_fork(generator),
+                                   decode_context=False)
         return NoetherOutput(frames=r.frames, initial=initial[0], result=res, kl=r.kl)
 
     def with_tailor(self, **changes: object) -> TailorConfig:
