@@ -178,3 +178,25 @@ def test_per_example_module_weights_with_torch_func():
     assert g.abs().sum() > 0
     with pytest.raises(KeyError, match="has no parameters"):
         per_example_params(net, 2, ["nope"])
+
+
+def test_normalized_step_has_length_lr_per_example():
+    W, g_phi = _toy()
+    x0 = torch.randn(4, D, dtype=torch.float64)
+    x0[0] *= 100.0  # very different gradient scales across examples
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(4), TailorConfig(lr=0.3, normalize=True))
+    delta = torch.cat([(res.adapted[k] - _identity(4)[k]).reshape(4, -1) for k in ("scale", "shift")], 1)
+    torch.testing.assert_close(delta.norm(dim=1), torch.full((4,), 0.3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sgd.* only"):
+        TailorConfig(normalize=True, optimizer="adam")
+
+
+def test_tensor_lr_is_trained_by_the_outer_loss_in_first_order():
+    W, g_phi = _toy()
+    x0 = torch.randn(3, D, dtype=torch.float64)
+    log_lr = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(3), TailorConfig(order="first"), lr=log_lr.exp())
+    ref = tailor(_inner_loss(g_phi, W, x0), _identity(3), TailorConfig(order="first", lr=float(torch.e**-1)))
+    torch.testing.assert_close(res.adapted["shift"].detach(), ref.adapted["shift"])
+    (g,) = torch.autograd.grad(_predict(W, x0, res.adapted).pow(2).sum(), [log_lr])
+    assert g.abs() > 0

@@ -56,7 +56,11 @@ def add_noether_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emb-lr", type=float, default=1e-3, help="g_phi learning rate (Adam)")
     p.add_argument("--emb-dim", type=positive_int, default=64)
     p.add_argument("--inner-steps", type=int, default=1)
-    p.add_argument("--inner-lr", type=float, default=1e-2)
+    p.add_argument("--inner-lr", type=float, default=1.0,
+                   help="inner step size (with normalisation: length of the step in activation space)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="plain SGD inner step lr*grad instead of the per-example normalised gradient")
+    p.add_argument("--learn-inner-lr", action="store_true", help="meta-learn the inner lr (Meta-SGD)")
     p.add_argument("--inner-optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--order", choices=["first", "second"], default="second")
     p.add_argument("--adapt", choices=["lstm", "cn"], default="lstm", help="what the inner step adapts")
@@ -92,6 +96,7 @@ def noether_config(args: argparse.Namespace, image_size: int) -> NoetherConfig:
     return NoetherConfig(
         embedding=EmbeddingConfig(kind="conv", channels=3, image_size=image_size, emb_dim=args.emb_dim),
         tailor=TailorConfig(steps=args.inner_steps, lr=args.inner_lr, optimizer=args.inner_optimizer,
-                            order=args.order, only_on_improvement=args.only_on_improvement),
-        adapt=args.adapt, form=args.form, distance=args.distance,
+                            order=args.order, only_on_improvement=args.only_on_improvement,
+                            normalize=args.inner_optimizer == "sgd" and not args.no_normalize),
+        adapt=args.adapt, form=args.form, distance=args.distance, learn_inner_lr=args.learn_inner_lr,
     )

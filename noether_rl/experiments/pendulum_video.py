@@ -53,7 +53,7 @@ class Scale:
     eval_windows: int
     stride: int = 1  # training window stride
     eval_stride: int = 5
-    inner_lr: float = 1e-2
+    inner_lr: float = 1.0  # normalised inner step (see TailorConfig.normalize)
     emb_lr: float = 1e-3
     norm: str = "layer"
 
@@ -61,7 +61,7 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "paper": Scale(size=64, width=64, g_dim=128, rnn_size=256, svg_epochs=50, extra_epochs=20, batch_size=16,
                    eval_windows=1024),
-    "small": Scale(size=32, width=16, g_dim=64, rnn_size=128, svg_epochs=30, extra_epochs=4, batch_size=16,
+    "small": Scale(size=32, width=16, g_dim=64, rnn_size=128, svg_epochs=40, extra_epochs=8, batch_size=16,
                    eval_windows=256, stride=2),
 }
 
@@ -115,7 +115,7 @@ def _configs(cfg: PendulumVideoConfig, spec: Scale, root: Path, seed: int) -> tu
     svg_ckpt = str(run / "svg" / "last.pt")
     more = replace(svg, out=str(run / "svg_more"), init_from=svg_ckpt, epochs=spec.extra_epochs)
     noether = NoetherConfig(embedding=EmbeddingConfig(kind="conv", channels=3, image_size=spec.size, emb_dim=64),
-                            tailor=TailorConfig(steps=1, lr=spec.inner_lr, order="second"), adapt="lstm", form="a")
+                            tailor=TailorConfig(steps=1, lr=spec.inner_lr, normalize=True, order="second"), adapt="lstm", form="a")
     meta = replace(svg, out=str(run / "noether"), noether=noether, init_from=svg_ckpt, train_predictor=False,
                    epochs=spec.extra_epochs, emb_lr=spec.emb_lr)
     return svg, more, meta

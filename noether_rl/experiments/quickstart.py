@@ -32,13 +32,13 @@ class QuickstartConfig:
     size: int = 32
     n_past: int = 4
     n_future: int = 12
-    svg_epochs: int = 6
+    svg_epochs: int = 30
     noether_epochs: int = 3
     batch_size: int = 16
     width: int = 16
     g_dim: int = 32
     rnn_size: int = 64
-    inner_lr: float = 1e-2
+    inner_lr: float = 1.0
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -65,7 +65,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
     noether = NoetherConfig(
         embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64),
-        tailor=TailorConfig(steps=1, lr=cfg.inner_lr, order="second"),
+        tailor=TailorConfig(steps=1, lr=cfg.inner_lr, normalize=True, order="second"),
     )
     meta = replace(base, out=str(out / "noether"), noether=noether, init_from=str(svg_ckpt), train_predictor=False,
                    epochs=cfg.noether_epochs)

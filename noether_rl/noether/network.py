@@ -10,6 +10,7 @@ gamma/beta); the engine never looks inside.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -29,14 +30,16 @@ class NoetherConfig:
     feedback_grad: False truncates the inner gradient at the pixel feedback loop (predictions re-enter
         the encoder as constants): no encoder backward in the inner step; the final prediction and the
         outer (meta) gradient are unaffected by this switch except through the inner step itself.
+    learn_inner_lr: meta-learn log(inner lr) with the outer loss (initialised at ``tailor.lr``).
     """
 
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=1e-2, order="second"))
+    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=1.0, normalize=True, order="second"))
     adapt: str = "lstm"
     form: str = "a"
     distance: str = "mse"
     feedback_grad: bool = True  # inner gradient also flows through the predicted-frame feedback (False: cheaper)
+    learn_inner_lr: bool = False  # Meta-SGD: the inner lr is a parameter trained by the outer loss
 
     def __post_init__(self) -> None:
         if self.adapt not in ("lstm", "cn"):
@@ -61,6 +64,15 @@ class NoetherNetwork(nn.Module):
         self.cfg = cfg
         self.predictor = predictor
         self.embedding = NoetherEmbedding(cfg.embedding)
+        # Meta-SGD inner learning rate (log scale); a plain buffer-like parameter when not learned
+        self.log_inner_lr = nn.Parameter(torch.tensor(math.log(max(cfg.tailor.lr, 1e-12))),
+                                         requires_grad=cfg.learn_inner_lr)
+
+    def inner_lr(self, tcfg: TailorConfig) -> Tensor | None:
+        """The learned inner lr (a tensor) when ``learn_inner_lr`` and ``tcfg`` is the trained inner loop."""
+        if not self.cfg.learn_inner_lr or tcfg.lr != self.cfg.tailor.lr:
+            return None
+        return self.log_inner_lr.exp()
 
     def conditioning_frames(self, frames: Tensor, n_past: int) -> Tensor:
         """Ground-truth frames the Noether loss anchors on: [B, 2 or 1, C, H, W] ending at frame n_past-1."""
@@ -105,7 +117,7 @@ class NoetherNetwork(nn.Module):
                 initial.append(r.frames.detach())
             return noether_loss(self.embedding, x0, r.frames, form=self.cfg.form, distance=self.cfg.distance)
 
-        res = tailor(inner_loss, adapt0, tcfg)
+        res = tailor(inner_loss, adapt0, tcfg, lr=self.inner_lr(tcfg))
         r = self.predictor.rollout(context, actions, n_past, n_future, adapt=res.adapted, generator=_fork(generator),
                                    decode_context=False)
         return NoetherOutput(frames=r.frames, initial=initial[0], result=res, kl=r.kl)

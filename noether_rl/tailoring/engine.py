@@ -47,6 +47,9 @@ class TailorConfig:
     only_on_improvement: keep the adapted tensors of an example only if its inner loss went down
         (costs one extra evaluation of ``loss_fn``).
     max_grad_norm: optional per-example clip of the inner gradient's global norm (None = off).
+    normalize: divide each example's inner gradient by its global norm (over all adaptables), so ``lr``
+        is the length of the SGD step in adaptable space whatever the scale of the loss (useful while
+        g_phi is untrained and its gradients are tiny). SGD only.
     """
 
     steps: int = 1
@@ -55,6 +58,7 @@ class TailorConfig:
     order: Literal["first", "second"] = "second"
     only_on_improvement: bool = False
     max_grad_norm: float | None = None
+    normalize: bool = False
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -67,6 +71,8 @@ class TailorConfig:
             raise ValueError(f"TailorConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.order not in ("first", "second"):
             raise ValueError(f"TailorConfig.order must be 'first' or 'second', got {self.order!r}")
+        if self.normalize and self.optimizer != "sgd":
+            raise ValueError("TailorConfig.normalize applies to optimizer='sgd' only (Adam is scale-free already)")
 
 
 @dataclass
@@ -110,17 +116,31 @@ def _inner_grads(losses: Tensor, params: dict[str, Tensor], order: str) -> dict[
     return out
 
 
+def _normalize_per_example(grads: dict[str, Tensor], eps: float = 1e-12) -> dict[str, Tensor]:
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())  # [B]
+    inv = (sq + eps).rsqrt()  # eps inside: differentiable at g = 0
+    return {k: g * _batch_mask(inv, g) for k, g in grads.items()}
+
+
 def _clip_per_example(grads: dict[str, Tensor], max_norm: float) -> dict[str, Tensor]:
     sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())  # [B]
     scale = (max_norm / (sq.sqrt() + 1e-12)).clamp(max=1.0)  # [B]
     return {k: g * _batch_mask(scale, g) for k, g in grads.items()}
 
 
-def tailor(loss_fn: LossFn, adaptables: Mapping[str, Tensor], cfg: TailorConfig = TailorConfig()) -> TailorResult:
+def tailor(
+    loss_fn: LossFn,
+    adaptables: Mapping[str, Tensor],
+    cfg: TailorConfig = TailorConfig(),
+    *,
+    lr: Tensor | None = None,
+) -> TailorResult:
     """Take ``cfg.steps`` inner steps on ``loss_fn`` from ``adaptables``; see the module docstring.
 
     loss_fn: adaptables -> per-example loss [B].
     adaptables: name -> Tensor [B, ...] (all with the same leading B).
+    lr: optional learning rate tensor (scalar, or [B]) replacing ``cfg.lr``; when it requires grad,
+        the outer loss trains it (Meta-SGD style), in first and second order alike.
     """
     if not adaptables:
         raise ValueError("tailor() needs at least one adaptable tensor")
@@ -141,6 +161,12 @@ def tailor(loss_fn: LossFn, adaptables: Mapping[str, Tensor], cfg: TailorConfig 
         m = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.optimizer == "adam" else {}
         v = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.optimizer == "adam" else {}
         b1, b2 = cfg.adam_betas
+        step_lr: Tensor | float = cfg.lr if lr is None else lr
+
+        def scaled(g: Tensor) -> Tensor:  # lr * g, with a per-example lr broadcast over the example's dims
+            if isinstance(step_lr, Tensor) and step_lr.dim() == 1:
+                return _batch_mask(step_lr, g) * g
+            return step_lr * g
 
         for step in range(cfg.steps):
             losses = loss_fn(params)  # [B]
@@ -154,15 +180,17 @@ def tailor(loss_fn: LossFn, adaptables: Mapping[str, Tensor], cfg: TailorConfig 
             grads = {k: torch.where(_batch_mask(finite, g), g, torch.zeros_like(g)) for k, g in grads.items()}
             if cfg.max_grad_norm is not None:
                 grads = _clip_per_example(grads, cfg.max_grad_norm)
+            if cfg.normalize:
+                grads = _normalize_per_example(grads)
             if cfg.optimizer == "sgd":
-                params = {k: p - cfg.lr * grads[k] for k, p in params.items()}
+                params = {k: p - scaled(grads[k]) for k, p in params.items()}
             else:
                 t = step + 1
                 m = {k: b1 * m[k] + (1 - b1) * grads[k] for k in params}
                 v = {k: b2 * v[k] + (1 - b2) * grads[k] * grads[k] for k in params}
                 params = {
                     # eps inside the sqrt keeps the step twice differentiable at v = 0
-                    k: p - cfg.lr * (m[k] / (1 - b1**t)) / (v[k] / (1 - b2**t) + cfg.adam_eps**2).sqrt()
+                    k: p - scaled((m[k] / (1 - b1**t)) / (v[k] / (1 - b2**t) + cfg.adam_eps**2).sqrt())
                     for k, p in params.items()
                 }
             inner_losses.append(losses.detach())

@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 2e-3  # predictor (Adam, betas (0.9, 0.999) as SVG)
     emb_lr: float = 1e-3  # g_phi
+    inner_lr_lr: float = 1e-2  # log inner lr (NoetherConfig.learn_inner_lr)
     beta: float = 1e-4  # KL weight (stochastic SVG-LP)
     grad_clip: float | None = 10.0
     seed: int = 0

@@ -122,6 +122,8 @@ def _param_groups(cfg: TrainConfig, obj: Objective) -> list[dict[str, Any]]:
         svg.requires_grad_(False)
     if isinstance(obj.net, NoetherNetwork):
         groups.append({"params": list(obj.net.embedding.parameters()), "lr": cfg.emb_lr})
+        if obj.net.cfg.learn_inner_lr:
+            groups.append({"params": [obj.net.log_inner_lr], "lr": cfg.inner_lr_lr})
     return groups
 
 

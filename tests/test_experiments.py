@@ -1,0 +1,45 @@
+"""End-to-end recipes at toy scale: quickstart and reproduce pendulum-video, plus CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+from noether_rl.cli.main import main
+from noether_rl.experiments.pendulum_video import PendulumVideoConfig, run_pendulum_video
+from noether_rl.experiments.quickstart import QuickstartConfig, run_quickstart
+
+
+def test_quickstart_toy_writes_report_with_both_models(tmp_path):
+    cfg = QuickstartConfig(out=str(tmp_path / "qs"), episodes=4, train_episodes=2, steps=12, n_future=4, svg_epochs=1,
+                           noether_epochs=1, width=8, g_dim=8, rnn_size=16, progress=False, device="cpu")
+    report = run_quickstart(cfg)
+    assert set(report["models"]) == {"SVG", "Noether"}
+    on_disk = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert on_disk["models"]["Noether"]["mse"]["mean"] > 0
+    assert (tmp_path / "qs" / "eval" / "mse.png").is_file()
+    assert (tmp_path / "qs" / "eval" / "side_by_side.mp4").is_file()
+    # rerun resumes: nothing is retrained (checkpoints finished), same report numbers
+    again = run_quickstart(cfg)
+    assert again["models"] == report["models"]
+
+
+def test_reproduce_pendulum_video_toy(tmp_path):
+    cfg = PendulumVideoConfig(out=str(tmp_path / "fig3"), scale="small", seeds=(0, 1), episodes=4, steps=12,
+                              train_episodes=2, n_future=4, device="cpu", progress=False,
+                              overrides={"svg_epochs": 1, "extra_epochs": 1, "width": 8, "g_dim": 8, "rnn_size": 16,
+                                         "eval_windows": 4, "eval_stride": 2})
+    res = run_pendulum_video(cfg)
+    assert set(res["aggregate"]) == {"SVG", "SVG (more steps)", "Noether"}
+    mse = res["aggregate"]["Noether"]["metrics"]["mse"]
+    assert len(mse["per_seed"]) == 2 and len(mse["mean_per_step"]) == 4
+    assert "accepted" in res["verdict"]
+    assert (tmp_path / "fig3" / "results.json").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a recording" in err[0]
+    assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e"), "badmodel"]) == 2
+    assert "NAME=CHECKPOINT" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e"), f"m={tmp_path}/none.pt"]) == 2
