@@ -9,15 +9,6 @@ from noether_rl.errors import UserError
 from noether_rl.models import EmbeddingConfig, NoetherEmbedding, noether_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: OpenMP threads only add overhead (and spin badly on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _conv(size: int = 16, dtype=torch.float32, **kw) -> NoetherEmbedding:
     torch.manual_seed(0)
     return NoetherEmbedding(EmbeddingConfig(kind="conv", channels=3, image_size=size, emb_dim=8, **kw)).to(dtype)

@@ -14,13 +14,6 @@ from noether_rl.models.svg import _lstm_cell_modulated_c
 A = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: OpenMP threads only add overhead (and spin badly on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw) -> SVGConfig:

@@ -187,3 +187,14 @@ def test_output_dir_errors(tmp_path: Path) -> None:
     record(tiny(other))
     with pytest.raises(UserError, match="different recording.*policy"):
         record(tiny(other, policy="zero"))
+
+
+@pytest.mark.slow
+def test_swingup_acceptance_200_recorded_pixel_episodes(tmp_path: Path) -> None:
+    """Issue acceptance: >= 90 % swing-up success over the 200 recorded 64x64 episodes (seed 0)."""
+    from noether_rl.data import open_episode
+
+    out = record(RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy="swingup", episodes=200, steps=200,
+                              size=64, seed=0, out=tmp_path / "rec", num_envs=2, progress=False))
+    wins = sum(swingup_success(open_episode(out, i)["states"]) for i in range(200))
+    assert wins >= 180

@@ -197,3 +197,18 @@ def test_ddp_two_gloo_processes_equal_one_process_full_batch(tiny_recording, tmp
     opt.step()
     for k, v in obj.state_dict().items():
         torch.testing.assert_close(ddp_state[k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_an_epoch_sees_every_training_window_once(tiny_recording):
+    """The DESIGN pitfall of the original Phys101 loader: index windows properly."""
+    from torch.utils.data import DistributedSampler
+
+    data = EpisodeWindows(DataConfig(str(tiny_recording), 3, 4, 2, 1), [0, 1], torch.device("cpu"))
+    assert len(data) == 2 * (17 - 7 + 1)
+    seen = []
+    for rank in range(2):  # two DDP ranks together cover the epoch
+        s = DistributedSampler(range(len(data)), num_replicas=2, rank=rank, shuffle=True, seed=0)
+        seen += list(s)
+    assert sorted(set(seen)) == list(range(len(data)))
+    starts = {tuple(x) for x in data.index.tolist()}
+    assert len(starts) == len(data)

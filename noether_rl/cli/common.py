@@ -37,7 +37,9 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="predictor learning rate (Adam)")
     p.add_argument("--stride", type=positive_int, default=1, help="stride between training windows")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
-    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run in --out")
+    p.add_argument("--resume", action="store_true", default=True,
+                   help="continue the run in --out from its last checkpoint (the default; rerun after a kill)")
+    p.add_argument("--no-resume", action="store_true", help="start over, overwriting the run in --out")
     # model
     p.add_argument("--encoder", choices=["dcgan", "vgg"], default="dcgan")
     p.add_argument("--width", type=positive_int, default=64, help="base conv filters")

@@ -6,10 +6,8 @@ Files are written atomically: saved to a temp file beside the target, then ``os.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from noether_rl.errors import UserError
+from noether_rl.utils.io import atomic_output_path
 
 __all__ = ["METRIC_LABELS", "atomic_output_path", "plot_all", "plot_metric_curves"]
 
@@ -30,25 +29,6 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-@contextlib.contextmanager
-def atomic_output_path(out: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``out`` with the same suffix; on clean exit it replaces ``out``.
-
-    For writers that need a file name (matplotlib, ffmpeg) rather than a file object.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}", dir=out.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _metric_block(summary: Mapping[str, Any], metric: str, model: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from noether_rl.errors import UserError
-from noether_rl.eval.plots import atomic_output_path
+from noether_rl.utils.io import atomic_output_path
 
 __all__ = ["compose_side_by_side", "frames_grid_png", "save_gif", "side_by_side_video", "to_uint8_frames"]
 

@@ -98,6 +98,10 @@ class NoetherNetwork(nn.Module):
         """
         tcfg = tailor_cfg or self.cfg.tailor
         B = frames.shape[0]
+        if generator is None and self.predictor.cfg.stochastic:
+            # every rollout of this call must see the same z samples: fix them with a fresh seeded generator
+            seed = int(torch.randint(2**62, (), device="cpu"))  # CPU RNG draw, no device sync
+            generator = torch.Generator(device=frames.device).manual_seed(seed)
         context = frames[:, :n_past]
         x0 = self.conditioning_frames(frames, n_past)
         adapt0 = self.predictor.adaptables(B, n_future, kind=self.cfg.adapt, device=frames.device, dtype=frames.dtype)
