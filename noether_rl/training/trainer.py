@@ -255,7 +255,11 @@ def _load_predictor(svg: SVG, ckpt: dict[str, Any], path: str) -> None:
         svg.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{path} does not match this model configuration: {str(e).splitlines()[0]}") from None
-    if dataclasses.asdict(svg.cfg) != {**dataclasses.asdict(svg.cfg), **ckpt["config"]["model"]}:
+    # fields that change how the predictor is tailored or wired at prediction time, not its weights
+    free = ("adapt_target", "adapt_per_step", "skip_from", "cn")
+    mine = {k: v for k, v in dataclasses.asdict(svg.cfg).items() if k not in free}
+    theirs = {k: v for k, v in ckpt["config"]["model"].items() if k not in free}
+    if mine != {**mine, **theirs}:
         raise UserError(f"{path} was trained with a different model configuration")
 
 
