@@ -15,7 +15,8 @@ Definitions
 
 Scales
 - ``paper``: 64x64 frames, DCGAN-64 encoder (width 64, g_dim 128), LSTM 2x256, 50 + 20 epochs; for a GPU.
-- ``small``: 32x32 frames, narrower networks and fewer epochs, for 2 CPU cores.
+- ``small``: 32x32 frames, narrower networks (width 16, LSTM 2x128), SVG 50 epochs as in the paper,
+  then 4 (instead of 20) epochs for "SVG (more steps)" and the Noether Network, for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Scale:
     eval_windows: int
     stride: int = 1  # training window stride
     eval_stride: int = 5
-    inner_lr: float = 1.0  # normalised inner step (see TailorConfig.normalize)
+    inner_lr: float = 0.5  # normalised inner step (see TailorConfig.normalize); initial value when learned
+    learn_inner_lr: bool = True  # Meta-SGD inner lr (study: 0.970x SVG MSE vs 0.988x with a fixed lr 1.0)
     emb_lr: float = 1e-3
     norm: str = "layer"
 
@@ -61,8 +63,8 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "paper": Scale(size=64, width=64, g_dim=128, rnn_size=256, svg_epochs=50, extra_epochs=20, batch_size=16,
                    eval_windows=1024),
-    "small": Scale(size=32, width=16, g_dim=64, rnn_size=128, svg_epochs=40, extra_epochs=8, batch_size=16,
-                   eval_windows=256, stride=2),
+    "small": Scale(size=32, width=16, g_dim=64, rnn_size=128, svg_epochs=50, extra_epochs=4, batch_size=16,
+                   eval_windows=256, stride=1),
 }
 
 
@@ -115,7 +117,8 @@ def _configs(cfg: PendulumVideoConfig, spec: Scale, root: Path, seed: int) -> tu
     svg_ckpt = str(run / "svg" / "last.pt")
     more = replace(svg, out=str(run / "svg_more"), init_from=svg_ckpt, epochs=spec.extra_epochs)
     noether = NoetherConfig(embedding=EmbeddingConfig(kind="conv", channels=3, image_size=spec.size, emb_dim=64),
-                            tailor=TailorConfig(steps=1, lr=spec.inner_lr, normalize=True, order="second"), adapt="lstm", form="a")
+                            tailor=TailorConfig(steps=1, lr=spec.inner_lr, normalize=True, order="second"), adapt="lstm", form="a",
+                            learn_inner_lr=spec.learn_inner_lr)
     meta = replace(svg, out=str(run / "noether"), noether=noether, init_from=svg_ckpt, train_predictor=False,
                    epochs=spec.extra_epochs, emb_lr=spec.emb_lr)
     return svg, more, meta
