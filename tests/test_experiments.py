@@ -43,3 +43,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e"), "badmodel"]) == 2
     assert "NAME=CHECKPOINT" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e"), f"m={tmp_path}/none.pt"]) == 2
+
+
+def test_cli_train_meta_train_evaluate_chain(tiny_recording, tmp_path, capsys):
+    data = str(tiny_recording)
+    common = ["--data", data, "--n-past", "3", "--n-future", "4", "--train-episodes", "2", "--device", "cpu"]
+    small = ["--width", "8", "--g-dim", "8", "--rnn-size", "16", "--rnn-layers", "1", "--norm", "layer", "--batch-size", "4",
+             "--stride", "4"]
+    svg = tmp_path / "svg"
+    assert main(["train", *common, *small, "--out", str(svg), "--epochs", "1"]) == 0
+    noe = tmp_path / "noe"
+    assert main(["meta-train", *common, *small, "--out", str(noe), "--epochs", "1", "--init-from", str(svg / "last.pt"),
+                 "--emb-dim", "8", "--learn-inner-lr"]) == 0
+    ev = tmp_path / "ev"
+    assert main(["evaluate", *common, "--out", str(ev), "--max-windows", "4", "--no-video",
+                 f"svg={svg}/last.pt", f"noether={noe}/last.pt"]) == 0
+    res = json.loads((ev / "results.json").read_text())
+    assert set(res["models"]) == {"svg", "noether"}
+    assert "noether: mse" in capsys.readouterr().out
