@@ -203,9 +203,13 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Path:
                 loss_b, ok = model(frames, actions)  # [B], [B]
             loss = loss_b.float().mean()
             opt.zero_grad(set_to_none=True)
-            if cfg.noether is not None and not bool(ok.all()):  # host sync: skip steps whose inner loop failed
-                sums[2] += 1
-                continue
+            if cfg.noether is not None:
+                all_ok = ok.all().to(torch.int32)
+                if dist_info.enabled:  # every rank must take (or skip) the step together
+                    torch.distributed.all_reduce(all_ok, op=torch.distributed.ReduceOp.MIN)
+                if not bool(all_ok):  # host sync: skip steps whose inner loop hit a non-finite value
+                    sums[2] += 1
+                    continue
             loss.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
