@@ -69,7 +69,11 @@ class NoetherNetwork(nn.Module):
                                          requires_grad=cfg.learn_inner_lr)
 
     def inner_lr(self, tcfg: TailorConfig) -> Tensor | None:
-        """The learned inner lr (a tensor) when ``learn_inner_lr`` and ``tcfg`` is the trained inner loop."""
+        """The learned inner lr (a tensor) when ``learn_inner_lr`` and ``tcfg`` keeps the configured lr.
+
+        An override whose lr differs from ``cfg.tailor.lr`` uses that lr instead; an override equal to
+        the configured (initial) lr still uses the learned one.
+        """
         if not self.cfg.learn_inner_lr or tcfg.lr != self.cfg.tailor.lr:
             return None
         return self.log_inner_lr.exp()
