@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from noether_rl.cli.common import add_noether_args, add_train_args, data_config, model_config, noether_config
 from noether_rl.training import TrainConfig, train
@@ -18,16 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = model_config(args)
-    if args.init_from:  # the predictor's architecture comes from the checkpoint
-        model = load_model(args.init_from).config.model
-        if (args.adapt == "cn") != model.cn:
-            from dataclasses import replace
-
-            model = replace(model, cn=args.adapt == "cn", adapt_target=args.adapt_target)
-        else:
-            from dataclasses import replace
-
-            model = replace(model, adapt_target=args.adapt_target)
+    if args.init_from:  # the predictor's architecture comes from the checkpoint; how it is tailored from the flags
+        model = replace(load_model(args.init_from).config.model, cn=args.adapt == "cn", adapt_target=args.adapt_target)
     cfg = TrainConfig(out=args.out, data=data_config(args), model=model,
                       noether=noether_config(args, model.image_size), init_from=args.init_from,
                       train_predictor=args.train_predictor or not args.init_from, epochs=args.epochs,

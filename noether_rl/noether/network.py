@@ -11,7 +11,7 @@ gamma/beta); the engine never looks inside.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -129,10 +129,6 @@ class NoetherNetwork(nn.Module):
         r = self.predictor.rollout(context, actions, n_past, n_future, adapt=res.adapted, generator=_fork(generator),
                                    decode_context=False)
         return NoetherOutput(frames=r.frames, initial=initial[0], result=res, kl=r.kl)
-
-    def with_tailor(self, **changes: object) -> TailorConfig:
-        """A copy of the configured inner loop with some fields changed (e.g. ``steps=0``)."""
-        return replace(self.cfg.tailor, **changes)  # type: ignore[arg-type]
 
 
 def _fork(generator: torch.Generator | None) -> torch.Generator | None:

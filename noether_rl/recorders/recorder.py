@@ -45,7 +45,7 @@ from noether_rl.data.recording import (
 )
 from noether_rl.errors import DataError, UserError
 from noether_rl.recorders.policies import POLICIES, PolicyFactory
-from noether_rl.utils.io import atomic_open, atomic_write_json, sha256_file
+from noether_rl.utils.io import atomic_open, atomic_output_path, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +292,8 @@ def write_preview(path: Path, frames: np.ndarray, scale: int = PREVIEW_SCALE, fp
     import imageio.v2 as imageio
 
     big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output_path(path) as tmp:  # temp name: .<name>.XXXX.tmp.mp4
         imageio.mimwrite(tmp, list(big), fps=fps, codec="libx264", quality=8, macro_block_size=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_previews(out: Path, cfg: RecordConfig) -> None:
