@@ -20,12 +20,14 @@ from noether_rl.data.recording import (
 )
 
 if TYPE_CHECKING:
-    from noether_rl.data.windows import WindowDataset, split_episodes
+    from noether_rl.data.windows import EpisodeSplit, WindowDataset, episode_split, split_episodes
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "EpisodeSplit",
     "WindowDataset",
+    "episode_split",
     "load_manifest",
     "open_episode",
     "read_shard",
@@ -37,7 +39,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("WindowDataset", "split_episodes"):
+    if name in ("EpisodeSplit", "WindowDataset", "episode_split", "split_episodes"):
         from noether_rl.data import windows
 
         return getattr(windows, name)

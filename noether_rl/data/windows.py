@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,34 @@ from noether_rl.data.recording import load_manifest, open_episode, verify_record
 from noether_rl.errors import UserError
 
 
-def split_episodes(n_episodes: int, train_episodes: int) -> tuple[list[int], list[int]]:
-    """First ``train_episodes`` episode ids for training, the rest held out for testing."""
-    if n_episodes <= 0 or not 0 < train_episodes <= n_episodes:
-        raise UserError(f"need 0 < train_episodes <= n_episodes, got {train_episodes} of {n_episodes}")
+@dataclass(frozen=True)
+class EpisodeSplit:
+    """Disjoint episode ids: ``train`` fits weights, ``val`` selects (hyper-parameters, variants,
+    epochs), ``test`` is touched only for the final report."""
+
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+
+def episode_split(n_episodes: int, train_episodes: int, val_episodes: int = 0) -> EpisodeSplit:
+    """Episodes ``[0, train)`` train, ``[train, train+val)`` validation, the rest test (in recording order)."""
+    if n_episodes <= 0 or not 0 < train_episodes <= n_episodes or val_episodes < 0 \
+            or train_episodes + val_episodes > n_episodes:
+        raise UserError(f"need 0 < train_episodes and train_episodes + val_episodes <= n_episodes, got "
+                        f"{train_episodes} + {val_episodes} of {n_episodes}")
     ids = list(range(n_episodes))
-    return ids[:train_episodes], ids[train_episodes:]
+    t, v = train_episodes, train_episodes + val_episodes
+    return EpisodeSplit(train=ids[:t], val=ids[t:v], test=ids[v:])
+
+
+def split_episodes(n_episodes: int, train_episodes: int) -> tuple[list[int], list[int]]:
+    """First ``train_episodes`` episode ids for training, the rest held out (no validation split)."""
+    s = episode_split(n_episodes, train_episodes, 0)
+    return s.train, s.test
 
 
 class WindowDataset(Dataset):
