@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from noether_rl.cli import argtypes
 from noether_rl.data import load_manifest
 from noether_rl.errors import UserError
 from noether_rl.models import EmbeddingConfig, SVGConfig
@@ -25,8 +26,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-past", type=positive_int, default=4, help="context frames (paper: 4)")
     p.add_argument("--n-future", type=positive_int, default=26, help="predicted frames (paper: 26)")
     p.add_argument("--train-episodes", type=positive_int, default=5, help="first K episodes train (paper: 5)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=argtypes.seed, default=0)
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -34,7 +35,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.csv, tb/)")
     p.add_argument("--epochs", type=positive_int, default=epochs, help="passes over all training windows")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="predictor learning rate (Adam)")
+    p.add_argument("--lr", type=argtypes.positive_float, default=2e-3, help="predictor learning rate (Adam)")
     p.add_argument("--stride", type=positive_int, default=1, help="stride between training windows")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--resume", action="store_true", default=True,
@@ -55,10 +56,10 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
 def add_noether_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="checkpoint of a trained SVG to start from (paper: SVG trained 50 epochs)")
     p.add_argument("--train-predictor", action="store_true", help="also update the predictor (paper pendulum: frozen)")
-    p.add_argument("--emb-lr", type=float, default=1e-3, help="g_phi learning rate (Adam)")
+    p.add_argument("--emb-lr", type=argtypes.positive_float, default=1e-3, help="g_phi learning rate (Adam)")
     p.add_argument("--emb-dim", type=positive_int, default=64)
-    p.add_argument("--inner-steps", type=int, default=1)
-    p.add_argument("--inner-lr", type=float, default=1.0,
+    p.add_argument("--inner-steps", type=positive_int, default=1)
+    p.add_argument("--inner-lr", type=argtypes.positive_float, default=1.0,
                    help="inner step size (with normalisation: length of the step in activation space)")
     p.add_argument("--no-normalize", action="store_true",
                    help="plain SGD inner step lr*grad instead of the per-example normalised gradient")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from noether_rl.cli import argtypes
 from noether_rl.cli.common import add_data_args, positive_int
 from noether_rl.errors import UserError
 from noether_rl.experiments.evaluation import EvalConfig, evaluate
@@ -17,8 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=positive_int, default=5, help="stride between held-out windows")
     p.add_argument("--max-windows", type=positive_int, default=512)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--inner-steps", type=int, help="override the Noether models' inner steps")
-    p.add_argument("--inner-lr", type=float, help="override the Noether models' inner learning rate")
+    p.add_argument("--inner-steps", type=argtypes.non_negative_int, help="override the Noether models' inner steps")
+    p.add_argument("--inner-lr", type=argtypes.positive_float,
+                   help="override the Noether models' inner learning rate")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs locally installed weights)")
     p.add_argument("--no-video", action="store_true")
     p.set_defaults(func=run)
@@ -30,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"model {item!r} must be given as NAME=CHECKPOINT")
+        if name in ckpts:
+            raise UserError(f"model name {name!r} is given twice ({ckpts[name]} and {path}); give each model its own NAME")
         ckpts[name] = path
     cfg = EvalConfig(data=args.data, checkpoints=ckpts, out=args.out, n_past=args.n_past, n_future=args.n_future,
                      train_episodes=args.train_episodes, stride=args.stride, max_windows=args.max_windows,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from noether_rl.cli import argtypes
 from noether_rl.experiments.quickstart import QuickstartConfig, run_quickstart
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="record a small pendulum set, train SVG + Noether, evaluate both")
     p.add_argument("--out", default="quickstart", help="output directory (rerun to resume)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=argtypes.device, default="auto")
+    p.add_argument("--seed", type=argtypes.seed, default=0)
     p.set_defaults(func=run)
 
 

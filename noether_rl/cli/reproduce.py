@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from noether_rl.cli import argtypes
 from noether_rl.experiments.pendulum_video import SCALES, PendulumVideoConfig, run_pendulum_video
 
 
@@ -14,9 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pv.add_argument("--out", required=True)
     pv.add_argument("--scale", choices=sorted(SCALES), default="small",
                     help="paper: 64x64, full SVG, 50+20 epochs (GPU); small: 32x32, narrower, fewer epochs (CPU)")
-    pv.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2])
     pv.add_argument("--data", help="reuse this recording (recorded there if missing)")
-    pv.add_argument("--device", default="auto")
+    pv.add_argument("--device", type=argtypes.device, default="auto")
     pv.set_defaults(func=run)
 
 

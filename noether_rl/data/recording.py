@@ -3,13 +3,16 @@
 Layout of a recording directory::
 
     manifest.json          format_version, env_id, env_kwargs, policy, seed, episodes, steps, size,
-                           episode_seeds, package_version, complete, shards: [{name, sha256, length}]
+                           episode_seeds, package_version, complete, action_dim,
+                           shards: [{name, sha256, length, bytes}]
     episode_00000.npz      frames uint8 [T+1, H, W, 3], actions float32 [T, A], rewards float32 [T],
                            states float32 [T+1, 2], terminated bool [T], truncated bool [T]
     preview_00000.mp4      optional previews
 
 Shards are written deterministically (fixed zip timestamps, fixed member order), so the same recording
-configuration always produces the same bytes. This module needs numpy only.
+configuration always produces the same bytes. Reading checks every shard's dtypes and shapes, that its
+actions, rewards and states are finite, and that its action size matches the manifest's ``action_dim``;
+a bad shard is a :class:`DataError` (one line naming the file). This module needs numpy only.
 """
 
 from __future__ import annotations
@@ -89,7 +92,17 @@ def read_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         raise DataError(f"corrupt or truncated shard {path}: {type(e).__name__}: {e}") from None
     _check_shapes(path, arrays)
+    _check_finite(path, arrays)
     return arrays
+
+
+def _check_finite(path: Path, a: Mapping[str, np.ndarray]) -> None:
+    for k in ("actions", "rewards", "states"):
+        finite = np.isfinite(a[k])
+        if not finite.all():
+            t = int(np.argwhere(~finite)[0][0])
+            raise DataError(f"bad shard {path}: {k} hold non-finite values (first at step {t}); delete it and "
+                            "rerun the record command that made this recording")
 
 
 def _check_shapes(path: Path, a: Mapping[str, np.ndarray]) -> None:
@@ -116,8 +129,9 @@ def check_shard_matches(path: Path, arrays: Mapping[str, np.ndarray], steps: int
         raise DataError(f"bad shard {path}: frames shape {shape}, manifest says {(steps + 1, size, size, 3)}")
 
 
-def load_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``root/manifest.json``. Raises :class:`DataError` if missing or unreadable."""
+def load_manifest(root: str | os.PathLike[str], require_complete: bool = True) -> dict[str, Any]:
+    """Read ``root/manifest.json``. Raises :class:`DataError` if missing or unreadable, or (when
+    ``require_complete``) if the recording was interrupted before it finished."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise DataError(f"no recording at {root}: {path} is missing")
@@ -127,17 +141,28 @@ def load_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"corrupt manifest {path}: {e}") from None
     if not isinstance(manifest, dict) or any(k not in manifest for k in (*CONFIG_KEYS, "shards")):
         raise DataError(f"corrupt manifest {path}: not a noether-rl recording manifest")
+    shards = manifest["shards"]
+    bad_shards = not isinstance(shards, list) or any(
+        not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("sha256"), str)
+        for e in shards
+    )
+    bad_ints = any(not isinstance(manifest[k], int) or manifest[k] < 1 for k in ("episodes", "steps", "size"))
+    if bad_shards or bad_ints:
+        raise DataError(f"corrupt manifest {path}: bad shard list or episodes/steps/size")
     if manifest["format_version"] != FORMAT_VERSION:
         raise DataError(
             f"{path}: format_version {manifest['format_version']} unsupported (need {FORMAT_VERSION})"
         )
+    if require_complete:
+        _require_complete(Path(root), manifest)
     return manifest
 
 
 def _require_complete(root: Path, manifest: Mapping[str, Any]) -> None:
-    if not manifest.get("complete") or len(manifest["shards"]) != manifest["episodes"]:
+    shards, episodes = manifest["shards"], manifest["episodes"]
+    if not manifest.get("complete") or not isinstance(shards, list) or len(shards) != episodes:
         raise DataError(
-            f"recording {root} is incomplete; rerun `noether-rl record` with the same arguments to finish it"
+            f"{root}: this recording is incomplete: rerun the same record command to finish it"
         )
 
 
@@ -162,6 +187,10 @@ def open_episode(
         raise DataError(f"shard {path} fails its sha256 check (file changed or corrupt)")
     arrays = read_shard(path)
     check_shard_matches(path, arrays, manifest["steps"], manifest["size"])
+    a_dim = manifest.get("action_dim")
+    if a_dim is not None and arrays["actions"].shape[1] != a_dim:
+        raise DataError(f"bad shard {path}: actions of size {arrays['actions'].shape[1]}, but the recording's "
+                        f"other episodes have size {a_dim}")
     return arrays
 
 
@@ -172,11 +201,12 @@ def verify_recording(root: str | os.PathLike[str], check_hashes: bool = True) ->
     """
     root = Path(root)
     manifest = load_manifest(root)
-    _require_complete(root, manifest)
     for i in range(manifest["episodes"]):
         if manifest["shards"][i]["name"] != shard_name(i):
             raise DataError(
                 f"corrupt manifest {root / MANIFEST}: shard {i} named {manifest['shards'][i]['name']}"
             )
-        open_episode(root, i, check_hash=check_hashes, manifest=manifest)
+        arrays = open_episode(root, i, check_hash=check_hashes, manifest=manifest)
+        if "action_dim" not in manifest:  # older manifests: the first shard sets the action size
+            manifest = {**manifest, "action_dim": int(arrays["actions"].shape[1])}
     return manifest

@@ -262,10 +262,15 @@ def _config_mismatch(found: dict[str, Any], expected: dict[str, Any]) -> str:
     return ", ".join(diffs)
 
 
-def _valid_shard(out: Path, i: int, cfg: RecordConfig, a_dim: int, sha256: str | None) -> bool:
+def _valid_shard(out: Path, i: int, cfg: RecordConfig, a_dim: int, entry: dict[str, Any] | None) -> bool:
+    """Trust a shard listed in a complete manifest by its size and sha256; check any other by reading it."""
     path = out / shard_name(i)
-    if sha256 is not None:
-        return sha256_file(path) == sha256
+    if entry is not None:
+        size = path.stat().st_size
+        if size == 0 or size != entry.get("bytes", size):  # an empty file can match a bad manifest's hash
+            log.warning("re-recording %s: %d bytes", path.name, size)
+            return False
+        return sha256_file(path) == entry.get("sha256")
     try:
         arrays = read_shard(path)
         check_shard_matches(path, arrays, cfg.steps, cfg.size)
@@ -344,9 +349,9 @@ def record(cfg: RecordConfig) -> Path:
     env = make_env(cfg)
     try:
         a_dim = int(np.prod(env.action_space.shape))
-        known: dict[str, str] = {}
-        if existing is not None and existing.get("complete"):
-            known = {s["name"]: s["sha256"] for s in existing.get("shards", []) if isinstance(s, dict)}
+        known: dict[str, dict[str, Any]] = {}
+        if existing is not None and existing.get("complete") and isinstance(existing.get("shards"), list):
+            known = {s["name"]: s for s in existing["shards"] if isinstance(s, dict) and "name" in s}
         else:
             atomic_write_json(out / MANIFEST, _manifest(cfg, a_dim, [], complete=False))
             if existing is None:
@@ -359,7 +364,8 @@ def record(cfg: RecordConfig) -> Path:
     if cfg.preview:
         _write_previews(out, cfg)
     shards = [
-        {"name": shard_name(i), "sha256": sha256_file(out / shard_name(i)), "length": int(cfg.steps)}
+        {"name": shard_name(i), "sha256": sha256_file(out / shard_name(i)), "length": int(cfg.steps),
+         "bytes": (out / shard_name(i)).stat().st_size}
         for i in range(cfg.episodes)
     ]
     atomic_write_json(out / MANIFEST, _manifest(cfg, a_dim, shards, complete=True))
