@@ -70,7 +70,22 @@ class PixelPendulumEnv(PendulumEnv):
         return self._get_obs(), self._info()
 
     def step(self, u: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, _ = super().step(np.asarray(u, dtype=np.float32).reshape(-1))
+        """One step of Pendulum-v1 with torque ``u`` (one finite number, clipped to [-2, 2]).
+
+        Raises ``ValueError`` for a missing, non-numeric, wrongly sized, NaN or infinite action, before the
+        state changes (the env stays usable).
+        """
+        if u is None:
+            raise ValueError("PixelPendulum-v0: action is None; pass a torque array of shape (1,)")
+        try:
+            a = np.asarray(u, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"PixelPendulum-v0: action {u!r} is not a number; pass a torque array of shape (1,)") from None
+        if a.shape != (1,):
+            raise ValueError(f"PixelPendulum-v0: action has {a.size} values; pass a torque array of shape (1,)")
+        if not np.isfinite(a).all():
+            raise ValueError(f"PixelPendulum-v0: action {float(a[0])} is not finite; the torque must be a finite number")
+        obs, reward, terminated, truncated, _ = super().step(a)
         return obs, float(reward), terminated, truncated, self._info()
 
     def render(self) -> np.ndarray | None:

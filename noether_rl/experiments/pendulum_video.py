@@ -92,19 +92,25 @@ class PendulumVideoConfig:
 
 
 def _recording(cfg: PendulumVideoConfig, spec: Scale) -> Path:
-    if cfg.data is not None:
-        root = Path(cfg.data)
-        if (root / "manifest.json").is_file():
-            m = load_manifest(root)
+    """The recording to use: ``cfg.data`` if given, else ``<out>/data``; recorded there if missing, and
+    finished there if an earlier run of this experiment was interrupted while recording it."""
+    from noether_rl.recorders.recorder import config_dict
+
+    root = Path(cfg.out) / "data" if cfg.data is None else Path(cfg.data)
+    rec = RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy="swingup", episodes=cfg.episodes, steps=cfg.steps,
+                       size=spec.size, seed=0, out=root, num_envs=2, preview=True, progress=cfg.progress)
+    if cfg.data is not None and (root / "manifest.json").is_file():
+        m = load_manifest(root, require_complete=False)
+        if not m.get("complete"):  # interrupted: finish it if it is this experiment's recording
+            if any(m.get(k) != v for k, v in config_dict(rec).items()):
+                raise UserError(f"{root}: this recording is incomplete: rerun the same record command to finish it")
+        else:
             if int(m["size"]) != spec.size:
                 raise UserError(f"{root} has {m['size']}x{m['size']} frames but scale {cfg.scale!r} needs {spec.size}")
             if len(m["shards"]) <= cfg.train_episodes:
                 raise UserError(f"{root} has {len(m['shards'])} episodes; need more than {cfg.train_episodes}")
             return root
-    else:
-        root = Path(cfg.out) / "data"
-    record(RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy="swingup", episodes=cfg.episodes, steps=cfg.steps,
-                        size=spec.size, seed=0, out=root, num_envs=2, preview=True, progress=cfg.progress))
+    record(rec)
     return root
 
 
