@@ -112,6 +112,17 @@ class Planner:
             self.seed = seed
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
+    def forget(self, mask: Tensor | Sequence[bool]) -> None:
+        """Reset the warm start of the problems where ``mask`` [B] is True (e.g. envs starting an episode)."""
+        if self._mean is None:
+            return
+        m = torch.as_tensor(mask, dtype=torch.bool, device=self.device).reshape(-1)
+        if m.numel() != self._mean.shape[0]:
+            self.reset()
+            return
+        self._mean = torch.where(m[:, None, None], self.centre.expand_as(self._mean), self._mean)
+        self._elites = None
+
     def advance(self, steps: int = 1) -> None:
         """Shift the warm start by ``steps`` executed actions (tail filled with the centre of the bounds)."""
         if steps <= 0 or self._mean is None:

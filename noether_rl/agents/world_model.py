@@ -25,6 +25,7 @@ tailors every candidate on its own rollout: ``predict`` on ``B * N`` examples (~
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -124,7 +125,8 @@ class WorldModel:
     # -- properties -----------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        t = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return t.device if t is not None else torch.device("cpu")
 
     @property
     def can_tailor(self) -> bool:
