@@ -168,6 +168,23 @@ def test_items_clips_and_flip_only_in_training(folder: Path) -> None:
     assert frames.shape == (2, 6, 16, 16, 3) and frames.dtype == torch.uint8 and actions.shape == (2, 5, 1)
 
 
+def test_batch_interface_gathers_and_flips_per_example(folder: Path) -> None:
+    vs, _ = _load(folder)
+    train = vs.dataset("train")
+    idx = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    ref = train.tensors()[0][idx].permute(0, 1, 4, 2, 3).float() / 255.0
+    x, a = train.batch(idx, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (8, 6, 3, 16, 16) and a.shape == (8, 5, 1) and not a.any()
+    flipped = torch.tensor([torch.equal(x[b], ref[b].flip(-1)) for b in range(8)])
+    same = torch.tensor([torch.equal(x[b], ref[b]) for b in range(8)])
+    assert (flipped | same).all() and 0 < int(flipped.sum()) < 8  # each clip flipped or not, as a whole
+    x2, _ = train.batch(idx, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)  # seeded
+    x3, _ = vs.dataset("train", train=False).batch(idx)
+    assert torch.equal(x3, ref)
+    assert train.episode_of(idx).tolist() == [vs.splits["train"][int(i)] for i in idx]
+
+
 def test_windows_mode(folder: Path) -> None:
     cfg = vd.VideoConfig(**{**CFG.__dict__, "clip": "windows", "stride": 2})
     vs, _ = _load(folder, cfg)

@@ -15,11 +15,13 @@ dropped silently. No usable video at all is a :class:`~noether_rl.errors.UserErr
 Splits: the usable videos, sorted by their path relative to the root, are permuted with ``seed`` and cut
 into train / val / test (``1 - val_fraction - test_fraction`` / ``val_fraction`` / ``test_fraction``), so
 the split depends only on the set of usable videos and the seed. Clips of the ``train`` split are flipped
-horizontally at random (p = 0.5, the whole clip, torch's global RNG) when ``hflip``; val and test never.
+horizontally at random (p = 0.5, the whole clip; torch's global RNG unless a generator is given) when
+``hflip``; val and test clips never.
 
-Items match :class:`noether_rl.data.windows.WindowDataset`: ``frames`` float32 ``[L, C, H, W]`` in [0, 1],
-``actions`` float32 zeros ``[L-1, 1]`` (videos have no actions), ``episode`` (index into
-:attr:`VideoSet.names`) and ``start`` (first frame of the clip).
+:meth:`VideoSet.dataset` gives a split's clips with the window-dataset interface (``batch(idx)``,
+``episode_of(idx)``, ``ds[k]``; see :class:`VideoClipDataset`): ``frames`` float32 ``[L, C, H, W]`` in
+[0, 1], ``actions`` float32 zeros ``[L-1, 1]`` (videos have no actions), ``episode`` = video index into
+:attr:`VideoSet.names` and ``start`` = first frame of the clip.
 """
 
 from __future__ import annotations
@@ -289,13 +291,14 @@ class VideoSet:
     splits: dict[str, list[int]]
     skipped: list[SkippedVideo]
 
-    def dataset(self, split: str, *, train: bool | None = None) -> VideoClipDataset:
-        """The clips of ``split`` as a torch ``Dataset``; ``train`` (default: ``split == "train"``) enables
-        the random horizontal flip when ``cfg.hflip``."""
+    def dataset(self, split: str, *, train: bool | None = None,
+                device: torch.device | str = "cpu") -> VideoClipDataset:
+        """The clips of ``split`` on ``device``; ``train`` (default: ``split == "train"``) enables the
+        random horizontal flip when ``cfg.hflip``."""
         if split not in SPLITS:
             raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         flip = self.cfg.hflip and (split == "train" if train is None else train)
-        return VideoClipDataset(self, self.splits[split], flip=flip)
+        return VideoClipDataset(self, self.splits[split], flip=flip, device=device)
 
     def summary(self) -> dict[str, Any]:
         """Provenance for results files: config, split names, counts, skipped videos with reasons."""
@@ -422,45 +425,78 @@ def load_video_folder(
 
 # --------------------------------------------------------------------------------------- the dataset
 class VideoClipDataset(Dataset):
-    """Clips of ``num_frames`` frames from a :class:`VideoSet` split (items as in the module docstring)."""
+    """Clips of ``L = num_frames`` frames from a :class:`VideoSet` split, with the window-dataset interface
+    of :mod:`noether_rl.data.windows`: the split's videos are held on ``device`` as one uint8 tensor and
+    gathered by index, so a batch costs no Python loop per example.
 
-    def __init__(self, videos: VideoSet, indices: Sequence[int], *, flip: bool = False) -> None:
+    - ``batch(idx [B], generator=None)`` -> frames float ``[B, L, C, H, W]`` in [0, 1] (each clip flipped
+      horizontally with p = 0.5 when ``flip``), actions float32 zeros ``[B, L-1, 1]``;
+    - ``episode_of(idx)`` -> video index (into :attr:`VideoSet.names`) of each clip ``[B]``, the
+      independent unit for statistics;
+    - ``ds[k]`` -> one clip as a dict (``frames``, ``actions``, ``episode``, ``start``), for a DataLoader;
+    - ``clip(k)`` / ``tensors()`` -> unflipped uint8 clips.
+    """
+
+    def __init__(self, videos: VideoSet, indices: Sequence[int], *, flip: bool = False,
+                 device: torch.device | str = "cpu") -> None:
         cfg = videos.cfg
         self.set = videos
         self.flip = bool(flip)
-        self.length = cfg.num_frames
-        index: list[tuple[int, int]] = []
-        for i in indices:
+        self.L = self.length = cfg.num_frames
+        self.videos = [int(i) for i in indices]
+        index: list[tuple[int, int, int]] = []  # (video, start within the video, start in the flat tensor)
+        offset = 0
+        for i in self.videos:
             t = len(videos.videos[i])
             if cfg.clip == "middle":
-                index.append((i, (t - self.length) // 2))
+                starts = [(t - self.L) // 2]
             elif cfg.clip == "start":
-                index.append((i, 0))
+                starts = [0]
             else:
-                index += [(i, s) for s in range(0, t - self.length + 1, cfg.stride)]
-        self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
+                starts = list(range(0, t - self.L + 1, cfg.stride))
+            index += [(i, s, offset + s) for s in starts]
+            offset += t
+        size = cfg.size
+        flat = (np.concatenate([videos.videos[i] for i in self.videos]) if self.videos
+                else np.zeros((0, size, size, 3), np.uint8))
+        self.frames = torch.from_numpy(flat).to(device)  # [sum T, H, W, C] uint8
+        self.index = torch.as_tensor(np.asarray(index, dtype=np.int64).reshape(-1, 3), device=self.frames.device)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return int(self.index.shape[0])
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        t = self.index[idx, 2][:, None] + torch.arange(self.L, device=self.frames.device)  # [B, L]
+        return self.frames[t]  # [B, L, H, W, C] uint8
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """idx [B] -> frames float [B, L, C, H, W] in [0, 1], actions zeros [B, L-1, 1]."""
+        idx = torch.as_tensor(idx, device=self.frames.device)
+        x = self._gather(idx).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        if self.flip:
+            u = torch.rand(x.shape[0], generator=generator, device=None if generator is not None else x.device)
+            x = torch.where((u.to(x.device) < 0.5)[:, None, None, None, None], x.flip(-1), x)
+        return x, torch.zeros(x.shape[0], self.L - 1, 1, device=x.device)
+
+    def episode_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx [B] -> video index of each clip [B]."""
+        return self.index[torch.as_tensor(idx, device=self.frames.device), 0]
 
     def clip(self, k: int) -> np.ndarray:
         """Clip ``k`` unflipped: ``uint8 [L, H, W, 3]``."""
-        i, s = (int(v) for v in self._index[k])
-        return self.set.videos[i][s : s + self.length]
+        return self._gather(torch.tensor([k], device=self.frames.device))[0].cpu().numpy()
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor | int]:
         if not -len(self) <= k < len(self):
             raise IndexError(k)
-        k %= len(self)
-        i, s = (int(v) for v in self._index[k])
-        x = torch.from_numpy(np.ascontiguousarray(self.clip(k))).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.flip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return {"frames": x, "actions": torch.zeros(self.length - 1, 1), "episode": i, "start": s}
+        idx = torch.tensor([k % len(self)], device=self.frames.device)
+        frames, actions = self.batch(idx)
+        return {"frames": frames[0], "actions": actions[0], "episode": int(self.index[idx[0], 0]),
+                "start": int(self.index[idx[0], 1])}
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All clips unflipped: frames uint8 ``[N, L, H, W, 3]``, actions float32 zeros ``[N, L-1, 1]``."""
         if len(self) == 0:
             raise UserError("no clips in this split")
-        frames = np.stack([self.clip(k) for k in range(len(self))])
-        return torch.from_numpy(frames), torch.zeros(len(self), self.length - 1, 1)
+        frames = self._gather(torch.arange(len(self), device=self.frames.device))
+        return frames, torch.zeros(len(self), self.L - 1, 1, device=frames.device)
