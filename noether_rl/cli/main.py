@@ -24,7 +24,7 @@ from noether_rl.errors import UserError
 from noether_rl.utils.io import missing_dirs, remove_empty_dirs
 
 # module names under noether_rl.cli, in help order
-SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "reproduce")
+SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "reproduce", "plan", "dream_train")
 
 
 class _Parser(argparse.ArgumentParser):
