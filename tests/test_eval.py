@@ -229,3 +229,48 @@ def test_lpips_when_available() -> None:
     assert m["lpips"].shape == (2, 2)
     same = per_step_metrics(target, target, lpips=True)["lpips"]
     assert (same.abs() < 1e-5).all() and (m["lpips"] > same).all()
+
+
+# ---------------------------------------------------------------------------------------- strict JSON
+def test_results_json_is_strict_with_non_finite_values(tmp_path: Path) -> None:
+    import json
+
+    results = {"a": float("nan"), "b": [1.0, float("inf")], "t": torch.tensor([0.5, float("-inf")]),
+               "n": {"se": np.float64("nan")}}
+    path = write_results(tmp_path / "r.json", results)
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    loaded = json.loads(path.read_text(), parse_constant=refuse)  # strictly valid JSON
+    assert loaded["a"] is None and loaded["b"] == [1.0, None] and loaded["t"] == [0.5, None]
+    assert loaded["n"]["se"] is None
+    assert set(loaded["non_finite"]) == {"a", "b[1]", "t[1]", "n.se"}
+    assert loaded["non_finite"]["b[1]"].startswith("inf") and loaded["non_finite"]["a"].startswith("nan")
+    assert math.isnan(results["a"])  # input untouched
+
+
+# ---------------------------------------------------------------------------------------- pendulum angle
+@pytest.mark.parametrize("size", [32, 64])
+def test_angle_decoder_on_rendered_frames(size: int) -> None:
+    from noether_rl.envs.pixel_pendulum import PixelPendulumEnv, draw_pendulum
+    from noether_rl.eval.pendulum_angle import angle_error_deg, decode_angle
+
+    rng = np.random.default_rng(size)
+    env = PixelPendulumEnv(size=size)
+    theta = rng.uniform(-math.pi, math.pi, 200)
+    torque = rng.uniform(-2.0, 2.0, 200)  # the drawn torque arrow must not disturb the decoder
+    torque[:50] = np.nan
+    frames = np.stack([draw_pendulum(env, t, None if np.isnan(u) else u) for t, u in zip(theta, torque)])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).reshape(20, 10, 3, size, size)
+    decoded = decode_angle(x)
+    assert decoded.shape == (20, 10)
+    err = angle_error_deg(decoded, torch.from_numpy(theta).float().reshape(20, 10))
+    assert err.max().item() < 2.0 and err.mean().item() < 1.0
+    # a frame with no rod has no angle, and scores as the worst error
+    blank = decode_angle(torch.ones(2, 3, size, size))
+    assert torch.isnan(blank).all()
+    assert angle_error_deg(blank, torch.zeros(2)).tolist() == [180.0, 180.0]
+    # wrap-around: 179 deg vs -179 deg is 2 deg apart
+    assert angle_error_deg(torch.tensor([math.radians(179)]), torch.tensor([math.radians(-179)])).item() == \
+        pytest.approx(2.0, abs=1e-4)

@@ -13,7 +13,7 @@ def test_quickstart_toy_writes_report_with_both_models(tmp_path):
     cfg = QuickstartConfig(out=str(tmp_path / "qs"), episodes=4, train_episodes=2, steps=12, n_future=4, svg_epochs=1,
                            noether_epochs=1, width=8, g_dim=8, rnn_size=16, progress=False, device="cpu")
     report = run_quickstart(cfg)
-    assert set(report["models"]) == {"SVG", "Noether"}
+    assert set(report["models"]) == {"SVG", "Noether", "copy last frame"}  # the floor is a row of every report
     on_disk = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert on_disk["models"]["Noether"]["mse"]["mean"] > 0
     assert (tmp_path / "qs" / "eval" / "mse.png").is_file()
@@ -59,5 +59,5 @@ def test_cli_train_meta_train_evaluate_chain(tiny_recording, tmp_path, capsys):
     assert main(["evaluate", *common, "--out", str(ev), "--max-windows", "4", "--no-video",
                  f"svg={svg}/last.pt", f"noether={noe}/last.pt"]) == 0
     res = json.loads((ev / "results.json").read_text())
-    assert set(res["models"]) == {"svg", "noether"}
+    assert set(res["models"]) == {"svg", "noether", "copy last frame"}
     assert "noether: mse" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``noether-rl evaluate``: per-step metrics of trained models on held-out windows."""
+"""``noether-rl evaluate``: per-step metrics of trained models on validation or test windows."""
 
 from __future__ import annotations
 
@@ -23,7 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override the Noether models' inner learning rate")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs locally installed weights)")
     p.add_argument("--no-video", action="store_true")
-    p.set_defaults(func=run)
+    p.add_argument("--split", choices=["val", "test"], default="test",
+                   help="episodes scored: val (for every selection) or test (final reports only)")
+    if "--val-episodes" not in p._option_string_actions:
+        p.add_argument("--val-episodes", type=argtypes.non_negative_int,
+                       help="episodes after the training ones that form the validation split")
+    p.add_argument("--reference", metavar="NAME",
+                   help="paired differences NAME - every other model (and the copy-last floor), and a verdict")
+    p.add_argument("--no-floor", action="store_true", help="do not score the copy-last-frame floor")
+    p.add_argument("--untailored", action="store_true",
+                   help="also score each Noether model's prediction before its inner step")
+    # the split defaults to the checkpoints' own (largest) train/val episodes, not to a fixed number
+    p.set_defaults(func=run, train_episodes=None, val_episodes=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,10 +49,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(data=args.data, checkpoints=ckpts, out=args.out, n_past=args.n_past, n_future=args.n_future,
                      train_episodes=args.train_episodes, stride=args.stride, max_windows=args.max_windows,
                      batch_size=args.batch_size, seed=args.seed, device=args.device, video=not args.no_video,
-                     lpips=args.lpips, inner_steps=args.inner_steps, inner_lr=args.inner_lr)
+                     lpips=args.lpips, inner_steps=args.inner_steps, inner_lr=args.inner_lr, split=args.split,
+                     val_episodes=args.val_episodes, reference=args.reference, floor=not args.no_floor,
+                     untailored=args.untailored)
     res = evaluate(cfg)
     for name, s in res["models"].items():
         m = s["metrics"]
-        print(f"{name}: mse {m['mse']['mean']:.5f} ± {m['mse']['se']:.5f}  ssim {m['ssim']['mean']:.4f}  psnr {m['psnr']['mean']:.2f}")
-    print(f"results: {args.out}/results.json")
+        angle = f"  angle {m['angle_error']['mean']:.1f}° ± {m['angle_error']['se']:.1f}" if "angle_error" in m else ""
+        print(f"{name}: mse {m['mse']['mean']:.5f} ± {m['mse']['se']:.5f}  ssim {m['ssim']['mean']:.4f}  "
+              f"psnr {m['psnr']['mean']:.2f}{angle}")
+    print(f"{res['split']['name']} split: {res['n_windows']} windows of {res['windows']['n_episodes']} episodes; "
+          f"± = standard error over episodes; results: {args.out}/results.json")
     return 0

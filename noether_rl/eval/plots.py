@@ -26,6 +26,7 @@ METRIC_LABELS: dict[str, str] = {
     "psnr": "PSNR [dB] (↑)",
     "ssim": "SSIM (↑)",
     "lpips": "LPIPS (↓)",
+    "angle_error": "pendulum angle error [deg] (↓)",
 }
 
 
@@ -87,8 +88,11 @@ def plot_all(
     curves: Mapping[str, Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
     metrics: Iterable[str] = ("mse", "ssim", "psnr"),
+    *,
+    suffix: str = "",
+    title_suffix: str = "",
 ) -> list[Path]:
-    """One PNG per metric (``<out_dir>/<metric>.png``); metrics missing from every model are skipped.
+    """One PNG per metric (``<out_dir>/<metric><suffix>.png``); metrics missing from every model are skipped.
 
     Returns the written paths, in ``metrics`` order.
     """
@@ -98,5 +102,6 @@ def plot_all(
         present = {m: s for m, s in curves.items() if metric in s.get("metrics", s)}
         if not present:
             continue
-        written.append(plot_metric_curves(present, metric, out_dir / f"{metric}.png"))
+        written.append(plot_metric_curves(present, metric, out_dir / f"{metric}{suffix}.png",
+                                          title=f"{metric.upper()}{title_suffix}"))
     return written
