@@ -116,3 +116,52 @@ def test_figures_are_written(tmp_path: Path) -> None:
     an.save_inner_steps_plot(tmp_path / "i.png", steps, 1.0 / (1 + steps), 0.1 * np.ones(5), np.ones(5), "x")
     for name in ("g.png", "i.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------------- CLI, end to end
+def _noether_checkpoint(path: Path, root: Path, train: int) -> str:
+    """An untrained tiny Noether Network saved as a checkpoint that says it trained on ``train`` episodes."""
+    from noether_rl.models import EmbeddingConfig, SVGConfig
+    from noether_rl.noether import NoetherConfig
+    from noether_rl.tailoring import TailorConfig
+    from noether_rl.training import DataConfig, TrainConfig, build_network, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(out=str(path.parent), data=DataConfig(root=str(root), n_past=2, n_future=4,
+                                                             train_episodes=train, val_episodes=0),
+                      model=SVGConfig(image_size=32, width=8, g_dim=8, rnn_size=16, rnn_layers=1),
+                      embedding=EmbeddingConfig(image_size=32, emb_dim=8),
+                      noether=NoetherConfig(tailor=TailorConfig(steps=1, lr=0.5, step_rule="normalized")))
+    save_checkpoint(path, {"kind": "noether", "config": cfg.to_dict(), "model": build_network(cfg).state_dict(),
+                           "epoch": 1})
+    return str(path)
+
+
+def test_cli_analyze_embedding_and_inner_steps(tiny_recording: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from noether_rl.cli.main import main
+
+    ckpt = _noether_checkpoint(tmp_path / "ck.pt", tiny_recording, train=2)
+    out = tmp_path / "emb"
+    rc = main(["analyze", "embedding", "--checkpoint", ckpt, "--data", str(tiny_recording), "--out", str(out),
+               "--device", "cpu", "--components", "3", "--times", "0", "3", "--stride", "4"])
+    assert rc == 0
+    res = json.loads((out / "embedding_pca.json").read_text())
+    assert res["split"] == "test" and res["episodes"] == [2, 3] and res["embedding_dim"] == 8
+    shares = [r["explained"] for r in res["variance"]]
+    assert abs(sum(shares) - 1) < 1e-9 and shares == sorted(shares, reverse=True)
+    assert (out / "gradcam.png").read_bytes()[:4] == b"\x89PNG" and (out / "embedding_variance.csv").is_file()
+    assert "first four" in capsys.readouterr().out
+    out2 = tmp_path / "inner"
+    rc = main(["analyze", "inner-steps", "--checkpoint", ckpt, "--data", str(tiny_recording), "--out", str(out2),
+               "--device", "cpu", "--steps", "5", "--lr", "0.01", "--max-windows", "4"])
+    assert rc == 0
+    res = json.loads((out2 / "inner_steps.json").read_text())
+    assert len(res["outer_mse_mean"]) == 6 and res["n_windows"] == 4 and res["fallbacks"] == 0
+    assert (out2 / "inner_steps.png").is_file()
+    # a checkpoint that trained on the test episodes is refused in one line (exit 2)
+    bad = _noether_checkpoint(tmp_path / "bad.pt", tiny_recording, train=4)
+    assert main(["analyze", "embedding", "--checkpoint", bad, "--data", str(tiny_recording), "--out",
+                 str(tmp_path / "x"), "--device", "cpu"]) == 2

@@ -24,7 +24,8 @@ from noether_rl.errors import UserError
 from noether_rl.utils.io import missing_dirs, remove_empty_dirs
 
 # module names under noether_rl.cli, in help order
-SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "reproduce", "plan", "dream_train")
+SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "reproduce", "plan", "dream_train",
+               "analyze")
 
 
 class _Parser(argparse.ArgumentParser):

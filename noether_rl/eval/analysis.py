@@ -253,7 +253,7 @@ class AnalyzeConfig:
     stride: int = 10
     max_windows: int = 64
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     components: int = 6
     sequences: int = 2
     times: tuple[int, ...] = field(default=(0, 8, 16))
@@ -273,8 +273,9 @@ def _load(cfg: AnalyzeConfig) -> tuple[Any, Any, Tensor, dict[str, Any]]:
     )
     from noether_rl.noether import NoetherNetwork
     from noether_rl.training.loading import load_model
+    from noether_rl.utils.device import resolve_device
 
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     model = load_model(cfg.checkpoint, device=device)
     if not isinstance(model.module, NoetherNetwork):
         raise UserError(f"{cfg.checkpoint} is a {model.kind!r} model; the analyses need a Noether Network (g_phi)")
