@@ -145,3 +145,21 @@ def test_score_predictors_floor_subsets_and_tailoring(tiny_recording: Path) -> N
     assert t["inner_loss_before"] == 2.0 and t["inner_loss_after"] == 1.0 and t["improved_fraction"] == 1.0
     assert math.isclose(t["fallback_fraction"], len(calls) / n)
     assert load_manifest(tiny_recording)["env_id"] == "noether_rl/PixelPendulum-v0"
+
+
+def test_cli_evaluate_refuses_in_one_line(tiny_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from noether_rl.cli.main import main
+
+    svg = _checkpoint(tmp_path / "svg.pt", tiny_recording, train=2)
+    common = ["evaluate", "--data", str(tiny_recording), "--n-past", str(N_PAST), "--n-future", str(N_FUTURE),
+              "--device", "cpu", "--no-video", "--stride", "4", "--out"]
+    assert main([*common, str(tmp_path / "a"), "--train-episodes", "1", f"svg={svg}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on episodes 1 of the test split" in err[0]
+    assert main([*common, str(tmp_path / "b"), "--split", "val", f"svg={svg}"]) == 2  # no val episodes
+    assert "no val episodes" in capsys.readouterr().err
+    assert main([*common, str(tmp_path / "c"), "--split", "val", "--val-episodes", "1", f"svg={svg}"]) == 0
+    out = capsys.readouterr().out
+    assert "svg: mse" in out and "copy last frame: mse" in out and "val split" in out
+    res = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert res["split"]["episodes"] == [2] and (tmp_path / "c" / "window_scores.pt").is_file()

@@ -13,8 +13,10 @@ from noether_rl.eval.stats import (
     cluster_mean_se,
     compare,
     episode_bootstrap_se,
+    load_scores,
     paired_difference,
     pool_seeds,
+    save_scores,
     summarize,
 )
 
@@ -126,3 +128,17 @@ def test_summarize_shapes() -> None:
     out = summarize({"mse": torch.arange(10.0).reshape(5, 2)}, ep)
     assert out["mse"]["mean"] == pytest.approx(4.5) and out["mse"]["n_episodes"] == 3
     assert out["mse"]["mean_per_step"] == pytest.approx([4.0, 5.0])
+
+
+def test_scores_file_round_trip(tmp_path) -> None:
+    sc = _scores(0.1, 3)
+    path = save_scores(tmp_path / "w" / "scores.pt", sc)
+    back = load_scores(path)
+    assert torch.equal(back.episode, sc.episode) and torch.equal(back.start, sc.start)
+    assert torch.equal(back.metrics["noether"]["mse"], sc.metrics["noether"]["mse"])
+    assert torch.equal(back.masks["upright"], sc.masks["upright"])
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    with pytest.raises(UserError):
+        load_scores(tmp_path / "bad.pt")
+    with pytest.raises(UserError):
+        load_scores(tmp_path / "missing.pt")

@@ -14,8 +14,10 @@ from noether_rl.eval.stats import (
     cluster_mean_se,
     compare,
     episode_bootstrap_se,
+    load_scores,
     paired_difference,
     pool_seeds,
+    save_scores,
     summarize,
 )
 from noether_rl.eval.video import frames_grid_png, save_gif, side_by_side_video
@@ -30,6 +32,7 @@ __all__ = [
     "episode_bootstrap_se",
     "frames_grid_png",
     "load_results",
+    "load_scores",
     "lpips_available",
     "paired_difference",
     "per_step_metrics",
@@ -37,6 +40,7 @@ __all__ = [
     "plot_metric_curves",
     "pool_seeds",
     "save_gif",
+    "save_scores",
     "side_by_side_video",
     "summarize",
     "write_results",

@@ -27,15 +27,19 @@ Subsets (e.g. swinging vs upright windows) are boolean masks ``[N]``.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from noether_rl.errors import UserError
+from noether_rl.utils.io import atomic_open
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -43,8 +47,10 @@ __all__ = [
     "cluster_mean_se",
     "compare",
     "episode_bootstrap_se",
+    "load_scores",
     "paired_difference",
     "pool_seeds",
+    "save_scores",
     "summarize",
 ]
 
@@ -213,6 +219,30 @@ class WindowScores:
         names = [k for k in (metrics if metrics is not None else a) if k in a and k in b]
         m = self.mask(subset)
         return {k: paired_difference(a[k], b[k], self.episode, m) for k in names}
+
+
+def save_scores(path: str | os.PathLike[str], scores: WindowScores) -> Path:
+    """Write ``scores`` atomically as a plain tensor file (``torch.load(..., weights_only=True)`` reads it), so
+    runs evaluated in separate processes (e.g. one per seed) can be pooled later with :func:`load_scores`."""
+    buf = io.BytesIO()
+    torch.save({"format": "noether_rl.window_scores/1", "episode": scores.episode, "start": scores.start,
+                "metrics": scores.metrics, "masks": scores.masks}, buf)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getbuffer())
+    return Path(path)
+
+
+def load_scores(path: str | os.PathLike[str]) -> WindowScores:
+    """Read a file written by :func:`save_scores`."""
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"window scores file not found: {path}") from None
+    except Exception as e:  # noqa: BLE001  (a damaged user file)
+        raise UserError(f"window scores file {path} is unreadable ({type(e).__name__}); re-run the evaluation") from None
+    if not isinstance(d, dict) or d.get("format") != "noether_rl.window_scores/1":
+        raise UserError(f"{path} is not a noether_rl window scores file")
+    return WindowScores(d["episode"], d["start"], d["metrics"], d["masks"])
 
 
 def pool_seeds(runs: Sequence[WindowScores]) -> WindowScores:

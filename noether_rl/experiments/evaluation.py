@@ -41,7 +41,7 @@ from noether_rl.data import EpisodeSplit, EpisodeWindows, episode_split, load_ma
 from noether_rl.errors import UserError
 from noether_rl.eval import per_step_metrics, plot_all, side_by_side_video, write_results
 from noether_rl.eval.pendulum_angle import angle_error_deg, decode_angle
-from noether_rl.eval.stats import WindowScores, compare
+from noether_rl.eval.stats import WindowScores, compare, save_scores
 from noether_rl.noether import NoetherNetwork
 from noether_rl.training.loading import LoadedModel, load_model
 from noether_rl.utils.device import resolve_device
@@ -458,7 +458,8 @@ def evaluate(cfg: EvalConfig, models: Mapping[str, LoadedModel] | None = None) -
     episode and start), ``models`` (name -> ``metrics`` over all windows, ``subsets`` -> the same per subset,
     ``tailoring`` for Noether models), ``paired`` (treatment -> control -> subset -> metric -> difference
     block), ``verdict`` (with ``reference``), ``angle_decoder``, ``plots``, ``video``, ``wall_time_s``,
-    ``non_finite`` (null values and why), ``versions``, ``timestamp``.
+    ``non_finite`` (null values and why), ``versions``, ``timestamp``, ``window_scores`` (the per-window
+    metrics, :func:`noether_rl.eval.stats.load_scores`, for pooling runs later).
     """
     if not cfg.checkpoints and not models:
         raise UserError("nothing to evaluate: give at least one NAME=CHECKPOINT")
@@ -502,11 +503,13 @@ def evaluate(cfg: EvalConfig, models: Mapping[str, LoadedModel] | None = None) -
         "checkpoints": {name: checkpoint_provenance(name, m, cfg.checkpoints.get(name), cfg)
                         for name, m in loaded.items()},
         "n_windows": int(len(idx)),
+        "window_scores": str(out / "window_scores.pt"),
         **block,
         "plots": [str(p) for p in plots],
         "video": str(video) if video else None,
         "wall_time_s": time.perf_counter() - t0,
     }
+    save_scores(out / "window_scores.pt", scored.scores)
     write_results(out / "results.json", results)
     return results
 
