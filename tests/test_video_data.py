@@ -81,6 +81,11 @@ def test_decode_resamples_crops_resizes(folder: Path) -> None:
         np.testing.assert_allclose(right, 250 - 8.0 * np.arange(0, 20, 2), atol=6, err_msg=name)
     full = vd.decode_video(folder / "frames_a", vd.VideoConfig(size=16))  # fps=None keeps every frame
     assert len(full) == 20
+    ntsc = vd.decode_video(folder / "frames_a", vd.VideoConfig(size=16, fps=15, folder_fps=29.97))
+    left = ntsc[:, :, :6].astype(float).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(left, 8.0 * np.arange(0, 20, 2), atol=1)  # nearest frames: 0, 2, 4, ... not 0, 1, 3
+    with pytest.raises(vd.VideoDecodeError, match="below the target"):
+        vd.decode_video(folder / "frames_a", vd.VideoConfig(size=16, fps=40, folder_fps=30))
 
 
 def test_centre_crop_takes_full_height_square() -> None:

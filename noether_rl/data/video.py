@@ -64,8 +64,8 @@ class VideoConfig:
 
     Args:
         size: output frame height = width in pixels.
-        fps: target frame rate (frames are picked at ``floor(k * source_fps / fps)``); ``None`` keeps every
-            frame. A video whose source rate is below ``fps`` is skipped (no frames are invented).
+        fps: target frame rate (frame ``k`` is the source frame nearest to time ``k / fps``, i.e. index
+            ``round(k * source_fps / fps)``); ``None`` keeps every frame. A video whose source rate is below ``fps`` is skipped (no frames are invented).
         folder_fps: frame rate of folders of frames (they carry no timing); required when ``fps`` is set and
             the data has frame folders.
         crop: ``"square"`` = the largest centred square (full height for landscape video), ``"none"`` = no
@@ -232,12 +232,12 @@ def decode_video(path: str | os.PathLike[str], cfg: VideoConfig) -> np.ndarray:
                 raise VideoDecodeError(f"cannot resample to {cfg.fps:g} fps: {what}")
             if src_fps < cfg.fps * (1 - 1e-3):
                 raise VideoDecodeError(f"source {src_fps:g} fps is below the target {cfg.fps:g} fps")
-            ratio = src_fps / cfg.fps
+            ratio = max(src_fps / cfg.fps, 1.0)  # >= 1: the picked indices strictly increase
         else:
             ratio = 1.0
         out: list[np.ndarray] = []
         for i, frame in enumerate(frames):
-            if i == math.floor(len(out) * ratio + 1e-6):
+            if i == math.floor(len(out) * ratio + 0.5):  # the source frame nearest to each target time
                 out.append(crop_resize(frame, cfg.crop, cfg.size))
     except VideoDecodeError:
         raise
