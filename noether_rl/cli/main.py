@@ -69,7 +69,7 @@ def _os_error_line(e: OSError) -> str | None:
 def _output_dirs(args: argparse.Namespace) -> list[str]:
     """The directories a command writes into: ``--out``, and ``--data`` where reproduce records it."""
     dirs = [getattr(args, "out", None)]
-    if args.command == "reproduce":
+    if args.command == "reproduce" and getattr(args, "experiment", None) == "pendulum-video":  # statespace: input file
         dirs.append(getattr(args, "data", None))
     return [str(d) for d in dirs if d]
 
@@ -88,6 +88,21 @@ def _check_output_dir(out: str) -> None:
         raise UserError(f"output {out} is not writable (no write permission in {existing})")
 
 
+def _close_progress_bars() -> None:
+    """Finish any progress bar a failing command left open, so that its error starts on a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _error(command: str, message: str) -> None:
+    _close_progress_bars()
+    print(f"noether-rl {command}: error: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -102,15 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = rc == 0
         return rc
     except UserError as e:
-        print(f"noether-rl {args.command}: error: {e}", file=sys.stderr)
+        _error(args.command, str(e))
         return 2
     except OSError as e:
         line = _os_error_line(e)
         if line is None:
             raise  # not a user-fixable condition: keep the traceback
-        print(f"noether-rl {args.command}: error: {line}", file=sys.stderr)
+        _error(args.command, line)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print(f"noether-rl {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:

@@ -8,6 +8,7 @@ or corrupt file, or one whose ``config`` does not describe a run (each as one sh
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -57,6 +58,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     :class:`~noether_rl.training.config.TrainConfig`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; give the path of a checkpoint file (e.g. last.pt)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; train one first or fix the path")
     if path.stat().st_size == 0:
@@ -67,8 +70,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise UserError(
             f"refusing to load {path}: it is not a plain noether-rl checkpoint ({_short(e)})"
         ) from None
-    except OSError:
-        raise  # the file system, not the file (the CLI reports it as one line)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+            raise  # the file system, not the file (the CLI reports it as one line)
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({_short(e)}); delete it and retrain") from None
     except Exception as e:  # noqa: BLE001  (any failure to parse the user's file means it is damaged)
         raise UserError(f"checkpoint {path} is truncated or corrupt ({_short(e)}); delete it and retrain") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
@@ -84,7 +89,8 @@ def check_config(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise UserError(f"checkpoint {path} carries no valid config/model; it was not written by noether-rl")
     try:
-        config_from_dict(ckpt["config"])
+        if ckpt.get("kind", "svg") in ("svg", "noether"):  # the pixel-video recipe's TrainConfig; other domains
+            config_from_dict(ckpt["config"])  # (state-space, agents, ...) validate their own configs
     except (TypeError, KeyError, ValueError, AttributeError, UserError) as e:
         raise UserError(f"checkpoint {path} carries an invalid config ({_short(e)})") from None
     if not isinstance(ckpt.get("epoch", 0), int):
