@@ -63,6 +63,9 @@ def rod_map(frames: Tensor) -> Tensor:
     return (score / (r - 0.5 * (g + b))).clamp(0.0, 1.0)
 
 
+_DEVICE_CACHE: dict[tuple[int, int, str, torch.dtype], tuple[Tensor, Tensor, float]] = {}
+
+
 @lru_cache(maxsize=8)
 def _templates_np(size: int, k: int) -> tuple[np.ndarray, np.ndarray, float]:
     from noether_rl.envs.pixel_pendulum import PixelPendulumEnv, draw_pendulum
@@ -84,9 +87,14 @@ def rod_templates(size: int, k: int = DEFAULT_TEMPLATES, device: torch.device | 
     """Unit-norm rod maps drawn by the env at ``k`` angles: ``([K, size*size], angles [K], mean rod mass)``."""
     if size < 8 or k < 4:
         raise UserError(f"rod templates need size >= 8 and k >= 4, got {size}, {k}")
-    unit, angles, mass = _templates_np(int(size), int(k))
-    return (torch.as_tensor(unit, dtype=dtype, device=device), torch.as_tensor(angles, dtype=dtype, device=device),
-            mass)
+    key = (int(size), int(k), str(torch.device(device)), dtype)
+    if key not in _DEVICE_CACHE:  # one host->device copy per size, device and dtype
+        unit, angles, mass = _templates_np(int(size), int(k))
+        if len(_DEVICE_CACHE) >= 8:
+            _DEVICE_CACHE.pop(next(iter(_DEVICE_CACHE)))
+        _DEVICE_CACHE[key] = (torch.as_tensor(unit, dtype=dtype, device=device),
+                              torch.as_tensor(angles, dtype=dtype, device=device), mass)
+    return _DEVICE_CACHE[key]
 
 
 def wrap_angle(x: Tensor) -> Tensor:

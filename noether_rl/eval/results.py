@@ -36,7 +36,8 @@ def software_versions() -> dict[str, str]:
 
 
 _NONFINITE_REASON = {
-    "nan": "nan: undefined (e.g. a standard error from fewer than two episodes, or a non-finite prediction)",
+    "nan": "nan: undefined (e.g. a mean over an empty subset, a standard error from fewer than two episodes, "
+           "or a non-finite prediction)",
     "inf": "inf: infinite (e.g. PSNR of an exactly predicted frame, or a diverged value)",
     "-inf": "-inf: negative infinity (a diverged value)",
 }

@@ -365,11 +365,15 @@ def score_predictors(predictors: Mapping[str, Predict], data: EpisodeWindows, id
                   {k: v.summary() for k, v in tstats.items()}, decoder)
 
 
-def _is_pendulum(data: EpisodeWindows) -> bool:
+def _is_pendulum(data: Any) -> bool:
+    """True for windows of a ``noether_rl/PixelPendulum-v0`` recording that carries the true states."""
+    root = getattr(data, "root", None)
+    if root is None or not callable(getattr(data, "states", None)):
+        return False
     try:
-        env = load_manifest(data.root).get("env_id")
+        env = load_manifest(root).get("env_id")
         data.states(data.index.new_zeros(1))
-    except UserError:
+    except (UserError, OSError):  # DataError is a UserError
         return False
     return env == PENDULUM_ENV
 
@@ -415,7 +419,7 @@ def results_block(scored: Scored, reference: str | None = None) -> dict[str, Any
     if reference is not None:
         if reference not in sc.metrics:
             raise UserError(f"reference model {reference!r} is not among the evaluated models {sorted(sc.metrics)}")
-        controls = [m for m in sc.metrics if m != reference and not m.startswith(f"{reference} (")]
+        controls = [m for m in sc.metrics if m != reference]  # incl. "<reference> (untailored)": the inner step's effect
         paired[reference] = {c: {sub: sc.paired(reference, c, sub) for sub in sc.subsets} for c in controls}
         verdict = compare(reference, controls, sc, metrics=("mse", "ssim", "angle_error"))
     elif COPY_LAST in sc.metrics:
