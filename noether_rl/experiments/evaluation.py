@@ -436,7 +436,8 @@ def results_block(scored: Scored, reference: str | None = None) -> dict[str, Any
 # ------------------------------------------------------------------------------------------------ provenance
 def checkpoint_provenance(name: str, model: LoadedModel, path: str | None, cfg: EvalConfig) -> dict[str, Any]:
     """Config, sha256, epoch and training split of a checkpoint, and the inner-loop settings used here."""
-    out: dict[str, Any] = {"path": path, "sha256": sha256_file(path) if path else None, "kind": model.kind,
+    out: dict[str, Any] = {"path": path, "sha256": sha256_file(path) if path and Path(path).is_file() else None,
+                           "kind": model.kind,
                            "epoch": model.epoch, "config": dataclasses.asdict(model.config),
                            "training_split": training_split(model.config)}
     module = model.module
@@ -504,8 +505,8 @@ def evaluate(cfg: EvalConfig, models: Mapping[str, LoadedModel] | None = None) -
                   "train_episodes": len(split.train), "val_episodes": len(split.val), "episodes": episodes,
                   "definition": "episodes [0, train) train, [train, train+val) val, the rest test (recording order)",
                   "source": "config" if cfg.train_episodes is not None else "checkpoints"},
-        "checkpoints": {name: checkpoint_provenance(name, m, cfg.checkpoints.get(name), cfg)
-                        for name, m in loaded.items()},
+        "checkpoints": {name: checkpoint_provenance(name, m, cfg.checkpoints.get(name) or getattr(m, "path", None) or None,
+                                                    cfg) for name, m in loaded.items()},
         "n_windows": int(len(idx)),
         "window_scores": str(out / "window_scores.pt"),
         **block,
