@@ -113,7 +113,7 @@ def test_figures_are_written(tmp_path: Path) -> None:
     an.save_gradcam_grid(tmp_path / "g.png", torch.rand(2, 3, 8, 8), torch.rand(2, 2, 8, 8), [0.8, 0.15],
                          ["a", "b"])
     steps = np.arange(5)
-    an.save_inner_steps_plot(tmp_path / "i.png", steps, 1.0 / (1 + steps), 0.1 * np.ones(5), np.ones(5), "x")
+    an.save_inner_steps_plot(tmp_path / "i.png", steps, -steps / 10.0, 0.1 * np.ones(5), np.ones(5), "x")
     for name in ("g.png", "i.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -160,6 +160,7 @@ def test_cli_analyze_embedding_and_inner_steps(tiny_recording: Path, tmp_path: P
     assert rc == 0
     res = json.loads((out2 / "inner_steps.json").read_text())
     assert len(res["outer_mse_mean"]) == 6 and res["n_windows"] == 4 and res["fallbacks"] == 0
+    assert res["outer_change_mean"][0] == 0.0 and len(res["outer_change_se"]) == 6
     assert (out2 / "inner_steps.png").is_file()
     # a checkpoint that trained on the test episodes is refused in one line (exit 2)
     bad = _noether_checkpoint(tmp_path / "bad.pt", tiny_recording, train=4)

@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = AnalyzeConfig(**common, steps=args.steps, lr=args.lr)
     res = analyze_inner_steps(cfg)
-    d = res["paired_diff_best_minus_0"]
-    print(f"outer MSE {res['outer_at_0']:.5f} at 0 steps, {res['outer_at_best']:.5f} at step {res['best_step']} "
-          f"(paired difference {d['mean']:.5f} ± {d['se']:.5f} over {res['n_windows']} {res['split']} windows)")
+    b, last = res["change_at_best"], res["change_at_last"]
+    print(f"outer MSE {res['outer_at_0']:.5f} at 0 steps; change {b['mean']:+.5f} ± {b['se']:.5f} at step "
+          f"{res['best_step']}, {last['mean']:+.5f} ± {last['se']:.5f} at step {args.steps} (paired, ± se over "
+          f"{res['n_episodes']} episodes of {res['n_windows']} {res['split']} windows)")
     print(f"written: {args.out}/inner_steps.json, inner_steps.png")
     return 0

@@ -216,22 +216,23 @@ def inner_step_curve(net: Any, context: Tensor, actions: Tensor, target: Tensor,
     return InnerStepCurve(outer=torch.stack(outer), inner=inner_all, ok=res.ok)
 
 
-def save_inner_steps_plot(path: str | Path, steps: np.ndarray, mean: np.ndarray, se: np.ndarray,
+def save_inner_steps_plot(path: str | Path, steps: np.ndarray, diff: np.ndarray, diff_se: np.ndarray,
                           inner_mean: np.ndarray, label: str) -> None:
-    """Outer loss (mean ± se) and inner loss against the number of Adam inner steps."""
+    """Change of the outer loss from 0 inner steps (paired mean ± se) and the inner loss, against Adam steps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.6))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.plot(steps, mean, color="C0", label="outer loss (MSE to truth)")
-    ax.fill_between(steps, mean - se, mean + se, color="C0", alpha=0.25)
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.plot(steps, diff, color="C0")
+    ax.fill_between(steps, diff - diff_se, diff + diff_se, color="C0", alpha=0.25)
     ax.set_xlabel("Adam inner steps")
-    ax.set_ylabel("outer MSE (↓)", color="C0")
+    ax.set_ylabel("outer MSE - MSE at 0 steps (↓)", color="C0")
     ax2 = ax.twinx()
-    ax2.plot(steps, inner_mean, color="C3", alpha=0.8, label="inner (Noether) loss")
-    ax2.set_ylabel("inner loss", color="C3")
+    ax2.plot(steps, inner_mean, color="C3", alpha=0.8)
+    ax2.set_ylabel("inner (Noether) loss", color="C3")
     ax.set_title(label, fontsize=9)
     fig.tight_layout()
     with atomic_output_path(path) as tmp:
@@ -303,7 +304,9 @@ def analyze_embedding(cfg: AnalyzeConfig) -> dict[str, Any]:
     pca = embedding_pca(emb.reshape(-1, emb.shape[-1]))
     k = min(cfg.components, pca.components.shape[0])
     pairs = bool(getattr(g, "pairs", False))
-    inputs = gphi_inputs(frames[: cfg.sequences], pairs)  # [S, T', kC, H, W]
+    eps = data.episode_of(idx).tolist()
+    first = [eps.index(e) for e in dict.fromkeys(eps)][: cfg.sequences]  # one window from each of the first episodes
+    inputs = gphi_inputs(frames[first], pairs)  # [S, T', kC, H, W]
     times = [t for t in cfg.times if t < inputs.shape[1]]
     if not times:
         raise UserError(f"none of the time steps {list(cfg.times)} exists in windows of {inputs.shape[1]} g_phi inputs")
@@ -311,8 +314,7 @@ def analyze_embedding(cfg: AnalyzeConfig) -> dict[str, Any]:
     maps = grad_cam(g, sel, pca.components[:k].float(), pca.mean.float())
     C = frames.shape[2]
     shown = sel[:, -C:]  # the later frame of each pair
-    seq_ids = data.episode_of(idx[: cfg.sequences]).tolist()
-    labels = [f"ep {e} t={t + (1 if pairs else 0)}" for e in seq_ids for t in times]
+    labels = [f"ep {eps[i]} t={t + (1 if pairs else 0)}" for i in first for t in times]
     out = Path(cfg.out)
     save_gradcam_grid(out / "gradcam.png", shown, maps, pca.explained[:k].tolist(), labels)
     table = pca.table()
@@ -331,7 +333,10 @@ def analyze_embedding(cfg: AnalyzeConfig) -> dict[str, Any]:
 
 def analyze_inner_steps(cfg: AnalyzeConfig) -> dict[str, Any]:
     """Outer loss against Adam inner steps on the held-out windows; writes ``inner_steps.json`` and
-    ``inner_steps.png`` into ``cfg.out``. Standard errors are over windows (a descriptive curve)."""
+    ``inner_steps.png`` into ``cfg.out``. The change from 0 steps is paired on the same windows; standard errors
+    are episode-clustered (:func:`noether_rl.eval.stats.cluster_mean_se`)."""
+    from noether_rl.eval.stats import cluster_mean_se
+
     model, data, idx, prov = _load(cfg)
     net = model.module
     frames, actions = data.batch(idx)
@@ -339,25 +344,31 @@ def analyze_inner_steps(cfg: AnalyzeConfig) -> dict[str, Any]:
     gen = torch.Generator(device=frames.device).manual_seed(cfg.seed)
     curve = inner_step_curve(net, frames[:, :n_past], actions, frames[:, n_past:], steps=cfg.steps, lr=cfg.lr,
                              generator=gen)
-    outer = curve.outer.double().cpu().numpy()  # [K+1, B]
-    inner = curve.inner.double().cpu().numpy()
-    n = outer.shape[1]
-    mean = outer.mean(1)
-    se = outer.std(1, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    outer = curve.outer.double().cpu().T  # [B, K+1]
+    inner = curve.inner.double().cpu().T
+    episodes = data.episode_of(idx).cpu()
+    level = cluster_mean_se(outer, episodes)
+    change = cluster_mean_se(outer - outer[:, :1], episodes)
+    inner_mean = inner.mean(0).numpy()
+    mean, diff, diff_se = level.mean.numpy(), change.mean.numpy(), change.se.numpy()
     if not np.isfinite(mean).all():
         raise UserError("the outer loss went non-finite during the inner steps; lower --lr")
-    steps = np.arange(outer.shape[0])
+    steps = np.arange(len(mean))
     best = int(mean.argmin())
-    diff = outer[best] - outer[0]
-    label = f"{Path(cfg.checkpoint).name}: Adam lr={cfg.lr:g}, {n} {cfg.split} windows (± se over windows)"
+    label = (f"{Path(cfg.checkpoint).name}: Adam lr={cfg.lr:g}, {level.n_windows} {cfg.split} windows of "
+             f"{level.n_episodes} episodes (± se over episodes)")
     out = Path(cfg.out)
-    save_inner_steps_plot(out / "inner_steps.png", steps, mean, se, inner.mean(1), label)
-    result = {"analysis": "inner_steps", **prov, "config": asdict(cfg),
-              "outer_mse_mean": mean.tolist(), "outer_mse_se": se.tolist(), "inner_loss_mean": inner.mean(1).tolist(),
+    save_inner_steps_plot(out / "inner_steps.png", steps, diff, np.nan_to_num(diff_se), inner_mean, label)
+    result = {"analysis": "inner_steps", **prov, "config": asdict(cfg), "n_episodes": level.n_episodes,
+              "outer_mse_mean": mean.tolist(), "outer_mse_se": level.se.tolist(),
+              "outer_change_mean": diff.tolist(), "outer_change_se": diff_se.tolist(),
+              "inner_loss_mean": inner_mean.tolist(),
               "best_step": best, "outer_at_0": float(mean[0]), "outer_at_best": float(mean[best]),
-              "paired_diff_best_minus_0": {"mean": float(diff.mean()),
-                                           "se": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0},
+              "outer_at_last": float(mean[-1]),
+              "change_at_best": {"mean": float(diff[best]), "se": float(diff_se[best])},
+              "change_at_last": {"mean": float(diff[-1]), "se": float(diff_se[-1])},
               "fallbacks": int((~curve.ok).sum()),
-              "note": "best_step is descriptive; choose an inner-step count on the val split, never on test"}
+              "note": "se: episode-clustered; nan with fewer than 2 episodes. best_step is descriptive: choose an "
+                      "inner-step count on the val split, never on test"}
     atomic_write_json(out / "inner_steps.json", result)
     return result
