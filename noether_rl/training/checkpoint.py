@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise UserError(f"checkpoint {path} does not exist; train one first or fix the path")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes); delete it and retrain")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or the legacy pickle one
+        raise UserError(f"{path} is not a PyTorch checkpoint file; give the path of a checkpoint (e.g. last.pt)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a refused file is reported in one line below, not with warnings
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(
             f"refusing to load {path}: it is not a plain noether-rl checkpoint ({_short(e)})"
