@@ -355,3 +355,28 @@ def test_diverging_training_never_writes_a_non_finite_checkpoint(
     if (out / "last.pt").exists():
         model = load_checkpoint(out / "last.pt")["model"]
         assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
+
+
+@pytest.mark.xfail(strict=False, reason="engine part owned by lead: adapted tensors checked after the last inner step")
+@pytest.mark.parametrize("step_rule", ["sgd", "normalized"])
+def test_huge_inner_lr_never_writes_a_non_finite_checkpoint(
+    tiny_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], step_rule: str
+) -> None:
+    """An inner lr of 1e38 passes the CLI's checks (finite, positive); the run must either stop with one line
+    or finish with finite weights and losses (the engine falls back to the untailored prediction)."""
+    out = tmp_path / "run"
+    rc = main(["meta-train", "--data", str(tiny_recording), "--out", str(out), "--device", "cpu", "--n-past", "3",
+               "--n-future", "4", "--train-episodes", "2", "--width", "8", "--g-dim", "8", "--rnn-size", "16",
+               "--rnn-layers", "1", "--norm", "layer", "--batch-size", "4", "--stride", "4", "--epochs", "1",
+               "--emb-dim", "8", "--inner-lr", "1e38", "--step-rule", step_rule])
+    err = capsys.readouterr().err
+    if rc == 0:
+        with open(out / "metrics.csv") as f:
+            header, *rows = [line.strip().split(",") for line in f if line.strip()]
+        losses = [float(r[header.index("loss")]) for r in rows]
+        assert losses and all(math.isfinite(v) for v in losses), losses
+    else:
+        assert rc == 2 and err.count("noether-rl") == 1 and "Traceback" not in err, err
+    if (out / "last.pt").exists():
+        model = load_checkpoint(out / "last.pt")["model"]
+        assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
