@@ -284,3 +284,34 @@ def test_physics101_min_seconds_and_errors(phys101: Path, tmp_path: Path) -> Non
         p101.find_ramp_dir(tmp_path / "nope")
     with pytest.raises(UserError, match="camera"):
         p101.ramp_videos(phys101, camera="Kinect_Depth")
+
+
+def test_export_as_recording_keeps_split_and_flips_half_of_train(folder: Path, tmp_path: Path) -> None:
+    from noether_rl.data import verify_recording, windows
+
+    cfg = vd.VideoConfig(**{**CFG.__dict__, "val_fraction": 0.15})
+    vs, _ = _load(folder, cfg)
+    counts = vd.export_recording(vs, tmp_path / "rec", seed=0)
+    n_tr, n_va, n_te = (len(vs.splits[s]) for s in ("train", "val", "test"))
+    assert counts == {"episodes": 7, "train_episodes": n_tr, "val_episodes": n_va, "test_episodes": n_te}
+    manifest = verify_recording(tmp_path / "rec")
+    assert manifest["steps"] == 5 and manifest["size"] == 16 and manifest["action_dim"] == 1
+    window_cls = getattr(windows, "EpisodeWindows", None) or windows.WindowDataset
+    ds = window_cls(tmp_path / "rec", n_past=2, n_future=4)
+    assert len(ds) == 7
+    stored = [(ds[e]["frames"].permute(0, 2, 3, 1) * 255).round().byte().numpy() for e in range(7)]
+    order = vs.splits["train"] + vs.splits["val"] + vs.splits["test"]
+    clips = [vs.videos[i][(len(vs.videos[i]) - 6) // 2 :][:6] for i in order]  # the middle 6 frames
+    flipped = [np.array_equal(s, c[:, :, ::-1]) and not np.array_equal(s, c) for s, c in zip(stored, clips)]
+    same = [np.array_equal(s, c) for s, c in zip(stored, clips)]
+    assert all(f or s for f, s in zip(flipped, same))
+    assert any(flipped[:n_tr]) and not any(flipped[n_tr:])  # some train clips flipped; val and test never
+    assert vd.export_recording(vs, tmp_path / "rec", seed=0) == counts  # a rerun is a no-op
+    with pytest.raises(UserError, match="different"):
+        vd.export_recording(vs, tmp_path / "rec", seed=1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        vd.export_recording(vs, tmp_path / "other")
+    unflipped = vd.export_recording(vs, tmp_path / "rec2", flip_train=False)
+    assert unflipped == counts

@@ -500,3 +500,71 @@ class VideoClipDataset(Dataset):
             raise UserError("no clips in this split")
         frames = self._gather(torch.arange(len(self), device=self.frames.device))
         return frames, torch.zeros(len(self), self.L - 1, 1, device=frames.device)
+
+
+# ---------------------------------------------------------------------------------- as a recording
+def export_recording(videos: VideoSet, out: str | os.PathLike[str], *, flip_train: bool | None = None,
+                     seed: int = 0) -> dict[str, int]:
+    """Write one clip per video as a recording in the package's format, so that ``train``, ``meta-train``,
+    ``evaluate`` and ``analyze`` read it unchanged (``--n-past 2 --n-future 20`` for 22-frame clips).
+
+    Episodes are written in the order train, val, test, so ``train_episodes`` / ``val_episodes`` (returned)
+    reproduce :attr:`VideoSet.splits` exactly. Each shard holds frames ``uint8 [L, S, S, 3]``, actions
+    float32 zeros ``[L-1, 1]`` (videos have no actions), zero rewards, zero ``states [L, 2]`` (no true state;
+    the manifest says so) and ``truncated`` at the last step. A recording cannot augment per epoch, so with
+    ``flip_train`` (default ``cfg.hflip``) a seeded random half of the training clips is stored flipped
+    horizontally (the paper: half of the training sequences are flipped); val and test clips never are.
+    Writes are atomic; rerunning on a finished identical export returns at once; anything else in ``out``
+    is refused.
+
+    Returns ``{"episodes", "train_episodes", "val_episodes", "test_episodes"}``.
+    """
+    from noether_rl.data.recording import FORMAT_VERSION, MANIFEST, shard_name, write_npz
+    from noether_rl.utils.io import atomic_write_json, sha256_file
+
+    cfg = videos.cfg
+    if cfg.clip == "windows":
+        raise UserError("export_recording writes one clip per video: use clip='middle' or 'start'")
+    flip = cfg.hflip if flip_train is None else bool(flip_train)
+    order = [("train", i) for i in videos.splits["train"]] + [("val", i) for i in videos.splits["val"]] \
+        + [("test", i) for i in videos.splits["test"]]
+    L = cfg.num_frames
+    source = {"root": videos.root, "config": asdict(cfg), "flip_train": flip, "seed": int(seed),
+              "names": [videos.names[i] for _, i in order], "skipped": len(videos.skipped)}
+    out = Path(out)
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old.get("video_source") == source and old.get("complete"):
+            return dict(old["video_split"])
+        raise UserError(f"{out} already holds a different recording or export; use an empty directory")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; export into an empty or new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    flips = np.random.default_rng(seed).random(len(order)) < 0.5
+    shards = []
+    for e, (split, i) in enumerate(order):
+        s = (len(videos.videos[i]) - L) // 2 if cfg.clip == "middle" else 0
+        frames = videos.videos[i][s : s + L]
+        if flip and split == "train" and flips[e]:
+            frames = frames[:, :, ::-1]
+        truncated = np.zeros(L - 1, dtype=bool)
+        truncated[-1] = True
+        arrays = {"frames": np.ascontiguousarray(frames), "actions": np.zeros((L - 1, 1), np.float32),
+                  "rewards": np.zeros(L - 1, np.float32), "states": np.zeros((L, 2), np.float32),
+                  "terminated": np.zeros(L - 1, dtype=bool), "truncated": truncated}
+        with atomic_open(out / shard_name(e), "wb") as f:
+            write_npz(f, arrays)
+        shards.append({"name": shard_name(e), "sha256": sha256_file(out / shard_name(e)), "length": L - 1})
+    counts = {"episodes": len(order), "train_episodes": len(videos.splits["train"]),
+              "val_episodes": len(videos.splits["val"]), "test_episodes": len(videos.splits["test"])}
+    atomic_write_json(manifest_path, {
+        "format_version": FORMAT_VERSION, "env_id": f"video:{videos.root}", "env_kwargs": {}, "policy": "none",
+        "seed": int(seed), "episodes": len(order), "steps": L - 1, "size": cfg.size, "action_dim": 1,
+        "episode_seeds": [0] * len(order), "complete": True, "shards": shards,
+        "states": "none: video clips carry no true state (zeros)", "video_source": source, "video_split": counts,
+    })
+    return counts
