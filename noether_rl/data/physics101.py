@@ -26,7 +26,9 @@ keep far fewer clips than the paper used), so it is offered, not the default. Ev
 in one warning with the count (see :mod:`noether_rl.data.video`).
 
 A validation split for model selection is carved from the paper's training 80 % with ``val_fraction``
-(the test 20 % stays exactly the paper's held-out share).
+(the test 20 % stays exactly the paper's held-out share). To train with the recording-based commands,
+write the clips as a recording with :func:`noether_rl.data.video.export_recording` (it returns the
+``train_episodes`` / ``val_episodes`` that reproduce this split) and use ``--n-past 2 --n-future 20``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class Physics101Config:
         fps: target frame rate (paper: 15).
         num_frames: frames per clip (paper: 2 + 20 = 22), taken from the middle of each clip.
         min_seconds: optional minimum clip duration; ``None`` = just enough frames for one clip.
-        test_fraction, val_fraction: test share of all usable clips; validation share carved from the rest.
+        test_fraction, val_fraction: shares of all usable clips in the test and validation splits (the
+            validation clips come out of the paper's training 80 %; the test 20 % is unchanged).
         seed: split permutation seed (1612 is the seed of the authors' shuffle; the permutation differs).
         hflip: random horizontal flips of training clips (paper: yes).
     """

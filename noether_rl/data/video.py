@@ -21,7 +21,9 @@ horizontally at random (p = 0.5, the whole clip; torch's global RNG unless a gen
 :meth:`VideoSet.dataset` gives a split's clips with the window-dataset interface (``batch(idx)``,
 ``episode_of(idx)``, ``ds[k]``; see :class:`VideoClipDataset`): ``frames`` float32 ``[L, C, H, W]`` in
 [0, 1], ``actions`` float32 zeros ``[L-1, 1]`` (videos have no actions), ``episode`` = video index into
-:attr:`VideoSet.names` and ``start`` = first frame of the clip.
+:attr:`VideoSet.names` and ``start`` = first frame of the clip. :func:`export_recording` writes one clip
+per video as a recording (train, val, test order), so the recording-based commands (``train``,
+``meta-train``, ``evaluate``, ``analyze``) read any video folder unchanged.
 """
 
 from __future__ import annotations
