@@ -260,6 +260,7 @@ class DreamConfig:
     tailor: bool = True
     max_episode_steps: int = 200
     eval_episodes: int = 10
+    eval_max_steps: int | None = None  # real-env episode length (default: the env's)
     seed: int = 0
     reward: RewardSpec = RewardSpec()
     device: str = "auto"
@@ -308,12 +309,13 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
         reused = False
     train_wall = time.perf_counter() - t0
 
-    seeds = [cfg.seed + 10_000 + i for i in range(cfg.eval_episodes)]
+    seeds = [cfg.seed + i for i in range(cfg.eval_episodes)]  # the same seeds as `plan` (paired comparisons)
 
     def predict(obs, state=None, episode_start=None, deterministic=True):
         return model.predict(obs, deterministic=True)
 
-    returns = run_episodes(predict, lambda: make_real_env(cfg.env_id, wm.obs_shape), seeds, progress=cfg.progress)
+    returns = run_episodes(predict, lambda: make_real_env(cfg.env_id, wm.obs_shape, cfg.eval_max_steps), seeds,
+                           progress=cfg.progress)
     results = {"command": "dream-train", "config": asdict(cfg), "device": str(device), "world_model": wm_info,
                "agent": str(agent_path), "reused_agent": reused, "train_wall_time_s": train_wall,
                "eval_seeds": seeds, "returns": mean_se(returns)}

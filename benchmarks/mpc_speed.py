@@ -1,0 +1,171 @@
+"""Control rate of MPC with a (tailored) world model, and the cost/fidelity of the two tailoring modes.
+
+    python benchmarks/mpc_speed.py                       # CPU: default small model, 128 x 15 x 3
+    python benchmarks/mpc_speed.py --scale paper --population 256 --device cuda   # 64x64 model on a GPU
+    python benchmarks/mpc_speed.py --checkpoint RUN/last.pt --fidelity-contexts 10  # + shared vs per-candidate
+
+Speed does not depend on the weights, so without ``--checkpoint`` a randomly initialised model of the
+scale's architecture (with an untrained g_phi) is timed. Modes: ``untailored`` (plain rollout of all
+candidates), ``shared`` (the default: one tailoring call per planning problem on the mean candidate, its
+adapted tensors shared by all candidates), ``per_candidate`` (every candidate tailored on its own rollout).
+Control rate = planning steps per second for one env (replan every step), median over ``--repeats``.
+
+Fidelity (``--checkpoint``, a trained Noether model): for ``--fidelity-contexts`` seeded real-env contexts
+(PixelPendulum, random actions), ``--fidelity-candidates`` random candidate sequences each are imagined
+in the three modes and also executed in the real env; reported: frame MSE per mode (mean over steps and
+candidates, then mean ± s.e. over contexts) and paired differences against ``untailored``.
+Writes JSON to ``--out`` (default: print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import noether_rl.envs  # noqa: F401
+from noether_rl.agents.mpc import MPCAgent, MPCConfig
+from noether_rl.agents.planners import make_planner
+from noether_rl.agents.reward import RewardCNN, RewardConfig
+from noether_rl.agents.world_model import WorldModel, obs_to_tensor
+from noether_rl.models import SVG, EmbeddingConfig, NoetherEmbedding, SVGConfig
+from noether_rl.noether import NoetherConfig, NoetherNetwork
+from noether_rl.utils.device import resolve_device
+
+SCALES = {
+    "small": dict(image_size=32, width=16, g_dim=64, rnn_size=128),
+    "paper": dict(image_size=64, width=64, g_dim=128, rnn_size=256),
+}
+
+
+def random_world_model(scale: str, device: torch.device, n_past: int) -> WorldModel:
+    torch.manual_seed(0)
+    s = SCALES[scale]
+    svg = SVG(SVGConfig(image_size=s["image_size"], width=s["width"], g_dim=s["g_dim"], rnn_size=s["rnn_size"],
+                        rnn_layers=2, norm="layer"))
+    net = NoetherNetwork(svg, NoetherEmbedding(EmbeddingConfig(image_size=s["image_size"], emb_dim=64)),
+                         NoetherConfig())
+    reward = RewardCNN(RewardConfig(image_size=s["image_size"]))  # a learned reward's cost
+    return WorldModel(net.to(device), reward.to(device), n_past=n_past, action_dim=1,
+                      frame_shape=(3, s["image_size"], s["image_size"]))
+
+
+def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iterations: int, repeats: int,
+              device: torch.device) -> dict:
+    wm.tailor_mode = "per_candidate" if mode == "per_candidate" else "shared"
+    planner = make_planner("cem", horizon, [-2.0], [2.0], population=population, iterations=iterations, seed=0,
+                           device=device)
+    agent = MPCAgent(wm, planner, MPCConfig(tailor=mode != "untailored"))
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, size=wm.obs_shape, dtype=np.uint8)
+    agent.predict(obs)  # warm-up (allocations, cudnn autotune)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        agent.predict(obs, episode_start=np.array([False]))
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"median_s_per_step": med, "control_rate_hz": 1.0 / med, "repeats": repeats}
+
+
+@torch.no_grad()
+def fidelity(wm: WorldModel, contexts: int, candidates: int, horizon: int, seed: int) -> dict:
+    import gymnasium as gym
+
+    H = wm.obs_shape[0]
+    env = gym.make("noether_rl/PixelPendulum-v0", size=H)
+    rng = np.random.default_rng(seed)
+    per_mode: dict[str, list[float]] = {"untailored": [], "shared": [], "per_candidate": []}
+    for c in range(contexts):
+        obs, _ = env.reset(seed=seed + c)
+        frames, acts = [obs], []
+        for _ in range(wm.n_past - 1):
+            a = rng.uniform(-2, 2, size=1).astype(np.float32)
+            obs, *_ = env.step(a)
+            frames.append(obs)
+            acts.append(a)
+        state = env.unwrapped.state.copy()
+        last_u = env.unwrapped.last_u
+        seqs = rng.uniform(-2, 2, size=(candidates, horizon, 1)).astype(np.float32)
+        # smooth candidates, like a planner's: cumulative sums of small steps, clipped
+        seqs = np.clip(np.cumsum(seqs * 0.5, axis=1), -2, 2).astype(np.float32)
+        real = []
+        for j in range(candidates):
+            env.unwrapped.state = state.copy()
+            env.unwrapped.last_u = last_u
+            fr = []
+            for t in range(horizon):
+                o, *_ = env.unwrapped.step(seqs[j, t])
+                fr.append(o)
+            real.append(np.stack(fr))
+        real_t = obs_to_tensor(np.stack(real), wm.device)  # [N, T, C, H, W]
+        ctx = obs_to_tensor(np.stack(frames)[None], wm.device)
+        ctx_a = torch.as_tensor(np.stack(acts)[None], device=wm.device)
+        s = torch.as_tensor(seqs[None], device=wm.device)
+        for mode in per_mode:
+            wm.tailor_mode = "per_candidate" if mode == "per_candidate" else "shared"
+            pred = wm.imagine(ctx, ctx_a, s, tailor=mode != "untailored").frames[0]
+            per_mode[mode].append(float((pred - real_t).pow(2).mean()))
+    env.close()
+
+    def ms(x):
+        a = np.asarray(x)
+        return {"mean": float(a.mean()), "se": float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else None}
+
+    out = {m: ms(v) for m, v in per_mode.items()}
+    for m in ("shared", "per_candidate"):
+        out[f"{m}_minus_untailored"] = ms(np.asarray(per_mode[m]) - np.asarray(per_mode["untailored"]))
+    out["per_candidate_minus_shared"] = ms(np.asarray(per_mode["per_candidate"]) - np.asarray(per_mode["shared"]))
+    out["units"] = f"{contexts} contexts (seeds {seed}..{seed + contexts - 1}) x {candidates} candidates x {horizon} steps"
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=sorted(SCALES), default="small")
+    p.add_argument("--checkpoint", help="time (and measure fidelity of) a trained model instead")
+    p.add_argument("--population", type=int, default=128)
+    p.add_argument("--horizon", type=int, default=15)
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--n-past", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--modes", nargs="+", default=["untailored", "shared", "per_candidate"])
+    p.add_argument("--fidelity-contexts", type=int, default=0)
+    p.add_argument("--fidelity-candidates", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    p.add_argument("--out")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        from noether_rl.agents.runs import RewardSpec, load_world_model
+
+        wm, _ = load_world_model(args.checkpoint, RewardSpec(kind="pendulum-pixels"), device, Path("."))
+    else:
+        wm = random_world_model(args.scale, device, args.n_past)
+    res = {"device": str(device), "torch_threads": torch.get_num_threads(), "scale": args.scale,
+           "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
+           "iterations": args.iterations, "modes": {}}
+    for mode in args.modes:
+        res["modes"][mode] = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
+        print(f"{mode:14s} {res['modes'][mode]['control_rate_hz']:.2f} Hz "
+              f"({res['modes'][mode]['median_s_per_step'] * 1e3:.0f} ms/step)", flush=True)
+    if args.fidelity_contexts:
+        res["fidelity"] = fidelity(wm, args.fidelity_contexts, args.fidelity_candidates, args.horizon, seed=1000)
+        print(json.dumps(res["fidelity"], indent=1))
+    if args.out:
+        from noether_rl.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
