@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from noether_rl.data import (
-    WindowDataset,
+    EpisodeWindows,
     load_manifest,
     open_episode,
     split_episodes,
@@ -100,7 +100,7 @@ def test_incomplete_recording_is_rejected(copy: Path) -> None:
 def test_windows_shapes_and_action_alignment(rec: Path) -> None:
     n_past, n_future = 2, 3
     length = n_past + n_future
-    ds = WindowDataset(rec, n_past, n_future)
+    ds = EpisodeWindows(rec, n_past, n_future, verify=True)
     per_episode = STEPS + 1 - length + 1
     assert len(ds) == EPISODES * per_episode
     item = ds[per_episode + 4]
@@ -121,20 +121,22 @@ def test_windows_shapes_and_action_alignment(rec: Path) -> None:
 
 
 def test_windows_never_cross_episodes_and_stride(rec: Path) -> None:
-    ds = WindowDataset(rec, 4, 4, episodes=[2, 0], stride=3)
+    ds = EpisodeWindows(rec, 4, 4, episodes=[2, 0], stride=3)
     starts = [(ds[k]["episode"], ds[k]["start"]) for k in range(len(ds))]
     assert starts == [(2, 0), (2, 3), (0, 0), (0, 3)]
-    frames, actions = ds.tensors()
-    assert frames.shape == (4, 8, SIZE, SIZE, 3) and frames.dtype == torch.uint8
+    frames, actions = ds.batch(torch.arange(len(ds)))
+    assert frames.shape == (4, 8, 3, SIZE, SIZE) and frames.dtype == torch.float32
     assert actions.shape == (4, 7, 1)
-    np.testing.assert_array_equal(frames[1].numpy(), open_episode(rec, 2)["frames"][3:11])
+    np.testing.assert_array_equal((frames[1] * 255).round().byte().permute(0, 2, 3, 1).numpy(),
+                                  open_episode(rec, 2)["frames"][3:11])
+    assert ds.episode_of(torch.tensor([0, 3])).tolist() == [2, 0]
     with pytest.raises(UserError, match="do not fit"):
-        WindowDataset(rec, 10, 5)
+        EpisodeWindows(rec, 10, 5)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_one_epoch_sees_every_window_once(rec: Path, workers: int) -> None:
-    ds = WindowDataset(rec, 2, 2, verify=False)
+    ds = EpisodeWindows(rec, 2, 2)
     loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=workers)
     seen = []
     for batch in loader:

@@ -184,11 +184,11 @@ def test_normalized_step_has_length_lr_per_example():
     W, g_phi = _toy()
     x0 = torch.randn(4, D, dtype=torch.float64)
     x0[0] *= 100.0  # very different gradient scales across examples
-    res = tailor(_inner_loss(g_phi, W, x0), _identity(4), TailorConfig(lr=0.3, normalize=True))
+    res = tailor(_inner_loss(g_phi, W, x0), _identity(4), TailorConfig(lr=0.3, step_rule="normalized"))
     delta = torch.cat([(res.adapted[k] - _identity(4)[k]).reshape(4, -1) for k in ("scale", "shift")], 1)
     torch.testing.assert_close(delta.norm(dim=1), torch.full((4,), 0.3, dtype=torch.float64))
     with pytest.raises(ValueError, match="sgd.* only"):
-        TailorConfig(normalize=True, optimizer="adam")
+        TailorConfig(step_rule="normalized", optimizer="adam")
 
 
 def test_tensor_lr_is_trained_by_the_outer_loss_in_first_order():

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
-from noether_rl.cli.common import add_noether_args, add_train_args, data_config, model_config, noether_config
+from noether_rl.cli.common import (
+    add_noether_args,
+    add_train_args,
+    check_model_flags,
+    embedding_config,
+    model_config,
+    noether_config,
+    run_options,
+)
 from noether_rl.training import TrainConfig, train
 from noether_rl.training.loading import load_model
 
@@ -18,14 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = model_config(args)
-    if args.init_from:  # the predictor's architecture comes from the checkpoint; how it is tailored from the flags
-        model = replace(load_model(args.init_from).config.model, cn=args.adapt == "cn", adapt_target=args.adapt_target)
-    cfg = TrainConfig(out=args.out, data=data_config(args), model=model,
-                      noether=noether_config(args, model.image_size), init_from=args.init_from,
-                      train_predictor=args.train_predictor or not args.init_from, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, emb_lr=args.emb_lr, seed=args.seed,
-                      device=args.device, amp=not args.no_amp, resume=not args.no_resume)
+    # the predictor's architecture comes from --init-from when given (a conflicting model flag is refused)
+    model = load_model(args.init_from).config.model if args.init_from else model_config(args)
+    if args.init_from:
+        check_model_flags(args, model, args.init_from)
+    cfg = TrainConfig(model=model, noether=noether_config(args), embedding=embedding_config(args, model.image_size),
+                      init_from=args.init_from, train_predictor=args.train_predictor or not args.init_from,
+                      emb_lr=args.emb_lr, **run_options(args))
     path = train(cfg)
     print(f"checkpoint: {path}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from noether_rl.cli.common import add_train_args, data_config, model_config
+from noether_rl.cli.common import add_train_args, model_config, run_options
 from noether_rl.training import TrainConfig, train
 
 
@@ -15,9 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(out=args.out, data=data_config(args), model=model_config(args), epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                      amp=not args.no_amp, resume=not args.no_resume)
+    cfg = TrainConfig(model=model_config(args), **run_options(args))
     path = train(cfg)
     print(f"checkpoint: {path}")
     return 0

@@ -1,6 +1,6 @@
 """Recordings on disk (manifest, shards, verification) and window datasets.
 
-``recording`` needs numpy only; the torch-based ``WindowDataset`` / ``split_episodes`` are imported
+``recording`` needs numpy only; the torch-based ``EpisodeWindows`` / ``split_episodes`` are imported
 lazily so that recorder worker processes do not pay for importing torch.
 """
 
@@ -20,13 +20,13 @@ from noether_rl.data.recording import (
 )
 
 if TYPE_CHECKING:
-    from noether_rl.data.windows import EpisodeSplit, WindowDataset, episode_split, split_episodes
+    from noether_rl.data.windows import EpisodeSplit, EpisodeWindows, episode_split, split_episodes
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "EpisodeSplit",
-    "WindowDataset",
+    "EpisodeWindows",
     "episode_split",
     "load_manifest",
     "open_episode",
@@ -39,7 +39,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("EpisodeSplit", "WindowDataset", "episode_split", "split_episodes"):
+    if name in ("EpisodeSplit", "EpisodeWindows", "episode_split", "split_episodes"):
         from noether_rl.data import windows
 
         return getattr(windows, name)

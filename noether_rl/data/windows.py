@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch import Tensor
 
 from noether_rl.data.recording import load_manifest, open_episode, verify_recording
 from noether_rl.errors import UserError
@@ -45,72 +44,70 @@ def split_episodes(n_episodes: int, train_episodes: int) -> tuple[list[int], lis
     return s.train, s.test
 
 
-class WindowDataset(Dataset):
-    """Windows of ``L = n_past + n_future`` consecutive frames that never cross an episode boundary.
+class EpisodeWindows:
+    """All windows of ``L = n_past + n_future`` consecutive steps of some episodes of a recording, the one
+    window dataset of the package. Windows never cross an episode; they start at ``0, stride, ...`` in every
+    episode (in the order of ``episodes``). The episodes are held on ``device`` as uint8 and gathered by
+    index, so a batch costs no Python loop per example.
 
-    The episodes' frames are loaded into memory once as uint8 and converted per item. Item ``k`` is a dict:
-
-    - ``frames``: float32 ``[L, C, H, W]`` in [0, 1]
-    - ``actions``: float32 ``[L-1, A]``; ``actions[t]`` produces ``frames[t+1]``
-    - ``episode``: int episode id, ``start``: int index of the window's first frame in the episode
-
-    Windows start at ``0, stride, 2*stride, ...`` in every episode (in the order of ``episodes``).
+    - ``batch(idx [B])`` -> frames float ``[B, L, C, H, W]`` in [0, 1], actions float32 ``[B, L-1, A]``
+      (``actions[:, t]`` produces ``frames[:, t+1]``);
+    - ``states(idx)`` -> true env states ``[B, L, S]`` (when the recording has them);
+    - ``episode_of(idx)`` -> recording episode id of each window ``[B]`` (for per-episode statistics);
+    - ``ds[k]`` -> one window as a dict (``frames``, ``actions``, ``episode``, ``start``), for a DataLoader.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        n_past: int,
-        n_future: int,
-        episodes: Sequence[int] | None = None,
-        stride: int = 1,
-        verify: bool = True,
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], n_past: int, n_future: int, episodes: Sequence[int] | None = None,
+                 stride: int = 1, device: torch.device | str = "cpu", verify: bool = False) -> None:
         if n_past < 1 or n_future < 0 or stride < 1:
-            raise UserError(
-                f"need n_past >= 1, n_future >= 0, stride >= 1; got {n_past}, {n_future}, {stride}"
-            )
+            raise UserError(f"need n_past >= 1, n_future >= 0, stride >= 1; got {n_past}, {n_future}, {stride}")
         self.root = Path(root)
         manifest = verify_recording(self.root) if verify else load_manifest(self.root)
-        self.length = n_past + n_future
-        self.episodes = list(range(manifest["episodes"])) if episodes is None else [int(e) for e in episodes]
-        if manifest["steps"] + 1 < self.length:
-            raise UserError(
-                f"windows of {self.length} frames do not fit episodes of {manifest['steps'] + 1} frames"
-            )
-        self._frames: list[np.ndarray] = []  # per episode uint8 [T+1, H, W, 3]
-        self._actions: list[np.ndarray] = []  # per episode float32 [T, A]
-        for e in self.episodes:
-            arrays = open_episode(self.root, e, check_hash=False, manifest=manifest)
-            self._frames.append(arrays["frames"])
-            self._actions.append(arrays["actions"])
-        starts = range(0, manifest["steps"] + 2 - self.length, stride)
-        self._index = np.array([(j, s) for j in range(len(self.episodes)) for s in starts], dtype=np.int64)
-        self._index = self._index.reshape(-1, 2)
+        self.L = n_past + n_future
+        self.episodes = list(range(len(manifest["shards"]))) if episodes is None else [int(e) for e in episodes]
+        if not self.episodes:
+            raise UserError(f"no episodes selected from {self.root}")
+        eps = [open_episode(self.root, e, check_hash=False, manifest=manifest) for e in self.episodes]
+        T1 = min(e["frames"].shape[0] for e in eps)
+        if T1 < self.L:
+            raise UserError(f"windows of {self.L} frames do not fit episodes of {T1} frames in {self.root}")
+        self.frames = torch.stack([torch.from_numpy(e["frames"][:T1]) for e in eps]).to(device)  # [E, T+1, H, W, C]
+        self.actions = torch.stack([torch.from_numpy(e["actions"][: T1 - 1]) for e in eps]).float().to(device)
+        self._states = (torch.stack([torch.from_numpy(e["states"][:T1]) for e in eps]).float().to(device)
+                        if all("states" in e for e in eps) else None)  # [E, T+1, S]
+        self._episode_ids = torch.tensor(self.episodes, device=device)
+        starts = torch.arange(0, T1 - self.L + 1, stride)
+        ep_idx = torch.arange(len(eps)).repeat_interleave(len(starts))
+        self.index = torch.stack([ep_idx, starts.repeat(len(eps))], 1).to(device)  # [N, 2] (position, start)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self.index.shape[0]
 
-    def _window(self, k: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-        j, s = (int(v) for v in self._index[k])
-        return self._frames[j][s : s + self.length], self._actions[j][s : s + self.length - 1], j, s
+    def _time(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        ep, start = self.index[idx, 0], self.index[idx, 1]
+        return ep[:, None], start[:, None] + torch.arange(self.L, device=idx.device)  # [B, 1], [B, L]
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor | int]:
+    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """idx [B] -> frames float [B, L, C, H, W] in [0, 1], actions [B, L-1, A]."""
+        ep, t = self._time(idx)
+        frames = self.frames[ep, t]  # [B, L, H, W, C] uint8
+        return frames.permute(0, 1, 4, 2, 3).float().div_(255.0), self.actions[ep, t[:, :-1]]
+
+    def states(self, idx: Tensor) -> Tensor:
+        """idx [B] -> true states [B, L, S] (e.g. the pendulum's (theta, theta_dot))."""
+        if self._states is None:
+            raise UserError(f"the recording {self.root} has no true states")
+        ep, t = self._time(idx)
+        return self._states[ep, t]
+
+    def episode_of(self, idx: Tensor) -> Tensor:
+        """idx [B] -> recording episode id of each window [B]."""
+        return self._episode_ids[self.index[idx, 0]]
+
+    def __getitem__(self, k: int) -> dict[str, Tensor | int]:
         if not -len(self) <= k < len(self):
             raise IndexError(k)
-        frames, actions, j, s = self._window(k % len(self))
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        return {
-            "frames": x,
-            "actions": torch.from_numpy(actions.copy()),
-            "episode": self.episodes[j],
-            "start": s,
-        }
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All windows at once: frames uint8 ``[N, L, H, W, C]``, actions float32 ``[N, L-1, A]``."""
-        if len(self) == 0:
-            raise UserError("no windows in this dataset")
-        frames = np.stack([self._window(k)[0] for k in range(len(self))])
-        actions = np.stack([self._window(k)[1] for k in range(len(self))])
-        return torch.from_numpy(frames), torch.from_numpy(actions)
+        idx = torch.tensor([k % len(self)], device=self.index.device)
+        frames, actions = self.batch(idx)
+        return {"frames": frames[0], "actions": actions[0], "episode": int(self.episode_of(idx)[0]),
+                "start": int(self.index[idx[0], 1])}

@@ -18,9 +18,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.classic_control.pendulum import PendulumEnv, angle_normalize
 
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-import pygame  # noqa: E402  (after SDL_VIDEODRIVER is set)
+import pygame  # noqa: E402  (drawing on Surfaces needs no display: SDL_VIDEODRIVER is left alone)
 from pygame import gfxdraw  # noqa: E402
 
 ROD_COLOR = (204, 77, 77)

@@ -63,12 +63,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     svg_ckpt = train(base)
     walls["train_svg"] = time.perf_counter() - t
 
-    noether = NoetherConfig(
-        embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64),
-        tailor=TailorConfig(steps=1, lr=cfg.inner_lr, normalize=True, order="second"),
-    )
+    noether = NoetherConfig(tailor=TailorConfig(steps=1, lr=cfg.inner_lr, step_rule="normalized", order="second"))
     meta = replace(base, out=str(out / "noether"), noether=noether, init_from=str(svg_ckpt), train_predictor=False,
-                   epochs=cfg.noether_epochs)
+                   epochs=cfg.noether_epochs,
+                   embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64))
     t = time.perf_counter()
     noether_ckpt = train(meta)
     walls["meta_train_noether"] = time.perf_counter() - t

@@ -54,6 +54,10 @@ class NoetherEmbedding(nn.Module):
                 nn.Linear(cfg.hidden, cfg.emb_dim),
             )
 
+    @property
+    def pairs(self) -> bool:
+        return self.cfg.pairs
+
     def forward(self, x: Tensor) -> Tensor:
         """x: [N, 2C, H, W] (conv) or [N, in_dim * (2 if pairs else 1)] (mlp) -> [N, emb_dim]."""
         if self.cfg.kind == "mlp":
@@ -63,18 +67,23 @@ class NoetherEmbedding(nn.Module):
         return self.proj(h.flatten(1))
 
     def embed_sequence(self, seq: Tensor) -> Tensor:
-        """seq: [B, T, C, H, W] (or [B, T, D]) -> [B, T-1, emb_dim] embeddings of consecutive pairs
-        (seq[:, t-1], seq[:, t]) for t = 1..T-1 if pairs, else [B, T, emb_dim]. One batched forward."""
-        B, T = seq.shape[:2]
-        if self.cfg.pairs:
-            if T < 2:
-                raise UserError(f"embed_sequence with pairs=True needs T >= 2, got {T}")
-            x = torch.cat([seq[:, :-1], seq[:, 1:]], 2)  # [B, T-1, 2C, H, W] or [B, T-1, 2D]
-            T = T - 1
-        else:
-            x = seq
-        e = self(x.reshape(B * T, *x.shape[2:]))  # [B*T', emb_dim]
-        return e.view(B, T, -1)
+        """See :func:`embed_sequence`."""
+        return embed_sequence(self, seq, self.cfg.pairs)
+
+
+def embed_sequence(g: nn.Module, seq: Tensor, pairs: bool) -> Tensor:
+    """seq: [B, T, *obs] -> [B, T', D]: embeddings of consecutive pairs cat(seq[:, t-1], seq[:, t]) on dim 1
+    (T' = T-1) if ``pairs``, else of each step (T' = T). One batched call of ``g`` over B*T' rows."""
+    B, T = seq.shape[:2]
+    if pairs:
+        if T < 2:
+            raise UserError(f"an embedding of consecutive pairs needs T >= 2 steps, got {T}")
+        x = torch.cat([seq[:, :-1], seq[:, 1:]], 2)  # [B, T-1, 2C, H, W] or [B, T-1, 2D]
+        T = T - 1
+    else:
+        x = seq
+    e = g(x.reshape(B * T, *x.shape[2:]))  # [B*T', D]
+    return e.view(B, T, -1)
 
 
 def _dist(a: Tensor, b: Tensor, distance: str) -> Tensor:
@@ -86,19 +95,21 @@ def _dist(a: Tensor, b: Tensor, distance: str) -> Tensor:
     raise UserError(f"unknown Noether distance {distance!r}; expected 'mse' or 'cosine'")
 
 
-def noether_loss(g: NoetherEmbedding, x0: Tensor, preds: Tensor, *, form: str = "a",
-                 distance: str = "mse") -> Tensor:
+def noether_loss(g: nn.Module, x0: Tensor, preds: Tensor, *, form: str = "a", distance: str = "mse",
+                 pairs: bool | None = None) -> Tensor:
     """Per-example Noether loss [B] (eq. 2).
 
-    x0: ground-truth conditioning frames [B, T0, ...] (T0 = 2 when g takes pairs, 1 otherwise);
-    preds: predicted frames [B, T, ...]. With s = cat(x0, preds) and e = g.embed_sequence(s) ([B, T', D]):
+    g: any module [N, *in] -> [N, D] (g_phi, or a fixed formula); pairs: g reads two consecutive steps
+    (default: ``g.pairs`` if it has that attribute, else False).
+    x0: observed conditioning steps [B, T0, ...] (T0 = 2 when g takes pairs, 1 otherwise);
+    preds: predicted steps [B, T, ...]. With s = cat(x0, preds) and e = embed_sequence(g, s) ([B, T', D]):
     form "a": sum_{t>=1} dist(e_0, e_t) (conservation w.r.t. the ground-truth embedding e_0);
     form "b": sum_{t>=1} dist(e_{t-1}, e_t). distance "mse": squared L2 over D; "cosine": 1 - cos.
     """
     if x0.shape[0] != preds.shape[0] or x0.shape[2:] != preds.shape[2:]:
         raise UserError(f"noether_loss: x0 {list(x0.shape)} and preds {list(preds.shape)} do not match")
     s = torch.cat([x0.to(preds.dtype), preds], 1)  # [B, T0+T, ...]
-    e = g.embed_sequence(s)  # [B, T', D]
+    e = embed_sequence(g, s, bool(getattr(g, "pairs", False)) if pairs is None else pairs)  # [B, T', D]
     if form == "a":
         d = _dist(e[:, :1].expand_as(e[:, 1:]), e[:, 1:], distance)
     elif form == "b":

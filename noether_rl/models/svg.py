@@ -20,6 +20,7 @@ than once per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from noether_rl.errors import UserError
 from noether_rl.models.layers import AdaptDict, CNRegistry, ConvBlock
+from noether_rl.noether.predictor import Prediction
 
 LSTMState = list[tuple[Tensor, Tensor]]
 
@@ -47,11 +49,8 @@ class SVGConfig:
     z_dim: int = 64
     posterior_rnn_layers: int = 1
     prior_rnn_layers: int = 1
-    norm: str = "batch"  # "batch" | "group" | "layer" | "none"
-    cn: bool = False  # conditional normalisation layers (per-example gamma/beta) after each norm layer
+    norm: str = "layer"  # "layer" | "group" | "batch" | "none" (batch norm couples the examples of a batch)
     skip_from: str = "last"  # "last": skips from frame n_past-1; "svg": original off-by-one (frame n_past-2)
-    adapt_target: str = "hidden"  # LSTM activations the "lstm" adaptables modulate: hidden | cell | output
-    adapt_per_step: bool = False  # if True the LSTM modulation has a time axis [B, n_future, ...]
 
     def __post_init__(self) -> None:
         ok_sizes = {"dcgan": (32, 64), "vgg": (64, 128)}
@@ -66,22 +65,11 @@ class SVGConfig:
             raise UserError(f"SVGConfig.norm must be batch | group | layer | none, got {self.norm!r}")
         if self.skip_from not in ("last", "svg"):
             raise UserError(f"SVGConfig.skip_from must be 'last' or 'svg', got {self.skip_from!r}")
-        if self.adapt_target not in ("hidden", "cell", "output"):
-            raise UserError(f"SVGConfig.adapt_target must be hidden | cell | output, got {self.adapt_target!r}")
         for name in ("channels", "width", "g_dim", "rnn_size", "rnn_layers", "z_dim"):
             if getattr(self, name) < 1:
                 raise UserError(f"SVGConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.action_dim < 0:
             raise UserError(f"SVGConfig.action_dim must be >= 0, got {self.action_dim}")
-
-
-@dataclass
-class Rollout:
-    """Output of :meth:`SVG.rollout`."""
-
-    frames: Tensor  # [B, n_future, C, H, W] predictions of frames n_past..n_past+n_future-1, in [0, 1]
-    context_frames: Tensor | None  # [B, n_past-1, C, H, W] predictions of frames 1..n_past-1, or None
-    kl: Tensor | None  # [B] KL(q || p) summed over steps (stochastic only), else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,17 +273,80 @@ def gaussian_kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> T
 
 
 # ---------------------------------------------------------------------------------------------------------
+# per-example modulation of the predicted steps (the "lstm" adaptables)
+
+ModTarget = Literal["hidden", "cell", "code"]
+_MOD_TARGETS: tuple[ModTarget, ...] = ("hidden", "cell", "code")
+
+
+@dataclass
+class _Modulation:
+    """``x * scale + shift`` applied to one activation of the predicted steps, per example.
+
+    target: "hidden" (each LSTM layer's h), "cell" (each LSTM layer's c, before h = o * tanh(c)) or
+    "code" (the decoder's input code, i.e. the frame predictor's output g). scale/shift:
+    [B, layers, R] (hidden/cell) or [B, g_dim] (code), with an extra time axis [B, horizon, ...] when
+    ``per_step``.
+    """
+
+    target: ModTarget | None = None
+    scale: Tensor | None = None
+    shift: Tensor | None = None
+    per_step: bool = False
+
+    @staticmethod
+    def from_adapt(adapt: AdaptDict | None) -> _Modulation:
+        for target in _MOD_TARGETS:
+            sc, sh = (adapt or {}).get(f"{target}_scale"), (adapt or {}).get(f"{target}_shift")
+            if sc is not None or sh is not None:
+                ref = sc if sc is not None else sh
+                base = 2 if target == "code" else 3  # dims without a time axis
+                return _Modulation(target, sc, sh, ref.dim() == base + 1)
+        return _Modulation()
+
+    def params(self, target: str, k: int, layer: int | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """(scale, shift) for predicted step k (>= 0) and LSTM layer, or (None, None)."""
+        if self.target != target or k < 0:
+            return None, None
+
+        def pick(x: Tensor | None) -> Tensor | None:
+            if x is None:
+                return None
+            x = x[:, k] if self.per_step else x
+            return x if layer is None else x[:, layer]
+
+        return pick(self.scale), pick(self.shift)
+
+    def apply(self, x: Tensor, target: str, k: int, layer: int | None = None) -> Tensor:
+        scale, shift = self.params(target, k, layer)
+        if scale is not None:
+            x = x * scale
+        if shift is not None:
+            x = x + shift
+        return x
+
+
+def _cn_part(adapt: AdaptDict | None) -> AdaptDict | None:
+    cn = {k: v for k, v in (adapt or {}).items() if k.startswith("cn_")}
+    return cn or None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the model
 
 
 class SVG(nn.Module):
-    """Action-conditioned SVG (deterministic, or SVG-LP when ``cfg.stochastic``). No recurrent state is
-    stored on the module: :meth:`rollout` starts from :meth:`init_state`."""
+    """Action-conditioned SVG (deterministic, or SVG-LP when ``cfg.stochastic``); a
+    :class:`noether_rl.noether.Predictor`. No recurrent state is stored on the module.
+
+    - :meth:`rollout`: free-running prediction of ``horizon`` frames after a context (the protocol).
+    - :meth:`teacher_forced`: SVG's training pass, ground truth fed at every step.
+    """
 
     def __init__(self, cfg: SVGConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        cn = CNRegistry(cfg.cn)
+        cn = CNRegistry(True)  # CN layers hold no weights: identity unless ``adapt`` carries cn_* tensors
         self.encoder = Encoder(cfg, cn)
         self.decoder = Decoder(cfg, cn)
         self.cn_channels: list[int] = [layer.channels for layer in cn.layers]
@@ -305,43 +356,45 @@ class SVG(nn.Module):
             self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
             self.prior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
 
+    @property
+    def stochastic(self) -> bool:
+        return self.cfg.stochastic
+
+    # -- adaptables ---------------------------------------------------------------------------------------
+
+    def adaptables(self, batch_size: int, horizon: int, *, kind: str = "hidden", device=None,
+                   dtype=None) -> dict[str, Tensor]:
+        """Identity-initialised per-example tensors (leading dim B; device/dtype default to the model's).
+
+        kind "hidden" | "cell" | "code", optionally suffixed "_per_step": ``<kind>_scale`` ones and
+            ``<kind>_shift`` zeros modulating the LSTM hidden states, cell states ([B, rnn_layers, rnn_size])
+            or the decoder's input code ([B, g_dim]) during the ``horizon`` predicted steps;
+            "_per_step" adds a time axis ([B, horizon, ...]).
+        kind "cn": ``cn_gamma_<i>`` ones / ``cn_beta_<i>`` zeros [B, C_i, 1, 1] for every conditional-
+            normalisation layer of encoder and decoder (the paper's real-video choice).
+        """
+        cfg = self.cfg
+        ref = next(self.parameters())
+        kw = {"device": ref.device if device is None else device, "dtype": ref.dtype if dtype is None else dtype}
+        if kind == "cn":
+            out = {}
+            for i, C in enumerate(self.cn_channels):
+                out[f"cn_gamma_{i}"] = torch.ones(batch_size, C, 1, 1, **kw)
+                out[f"cn_beta_{i}"] = torch.zeros(batch_size, C, 1, 1, **kw)
+            return out
+        target, per_step = kind.removesuffix("_per_step"), kind.endswith("_per_step")
+        if target not in _MOD_TARGETS:
+            raise UserError(f"unknown SVG adaptables kind {kind!r}; expected hidden | cell | code (optionally "
+                            "with _per_step) or cn")
+        tail = (cfg.g_dim,) if target == "code" else (cfg.rnn_layers, cfg.rnn_size)
+        shape = (batch_size, horizon, *tail) if per_step else (batch_size, *tail)
+        return {f"{target}_scale": torch.ones(shape, **kw), f"{target}_shift": torch.zeros(shape, **kw)}
+
     # -- helpers ------------------------------------------------------------------------------------------
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> LSTMState:
         """Zero state of the frame-predictor LSTM: list (one per layer) of (h, c), each [B, rnn_size]."""
         return _zero_state(self.frame_predictor.cells, batch_size, device, dtype)
-
-    def adaptables(self, batch_size: int, n_future: int, *, kind: str = "lstm", device=None,
-                   dtype=None) -> dict[str, Tensor]:
-        """Identity-initialised per-example tensors (leading dim B; ``requires_grad`` not set; device and
-        dtype default to the model's).
-
-        kind="lstm": ``lstm_scale`` ones / ``lstm_shift`` zeros, shape [B, rnn_layers, rnn_size]
-            ([B, n_future, rnn_layers, rnn_size] with ``adapt_per_step``; [B, g_dim] / [B, n_future, g_dim]
-            for ``adapt_target="output"``). Applied during the n_future predicted steps only.
-        kind="cn": ``cn_gamma_<i>`` ones / ``cn_beta_<i>`` zeros [B, C_i, 1, 1] for every CN layer.
-        """
-        cfg = self.cfg
-        B = batch_size
-        ref = next(self.parameters())
-        device = ref.device if device is None else device
-        dtype = ref.dtype if dtype is None else dtype
-        if kind == "lstm":
-            tail = (cfg.g_dim,) if cfg.adapt_target == "output" else (cfg.rnn_layers, cfg.rnn_size)
-            shape = (B, n_future, *tail) if cfg.adapt_per_step else (B, *tail)
-            return {
-                "lstm_scale": torch.ones(shape, device=device, dtype=dtype),
-                "lstm_shift": torch.zeros(shape, device=device, dtype=dtype),
-            }
-        if kind == "cn":
-            if not cfg.cn:
-                raise UserError("adaptables(kind='cn') needs an SVG built with SVGConfig(cn=True)")
-            out = {}
-            for i, C in enumerate(self.cn_channels):
-                out[f"cn_gamma_{i}"] = torch.ones(B, C, 1, 1, device=device, dtype=dtype)
-                out[f"cn_beta_{i}"] = torch.zeros(B, C, 1, 1, device=device, dtype=dtype)
-            return out
-        raise UserError(f"unknown adaptables kind {kind!r}; expected 'lstm' or 'cn'")
 
     def skip_index(self, n_past: int) -> int:
         """Frame whose encoder features feed the skip connections of the predicted steps."""
@@ -384,169 +437,138 @@ class SVG(nn.Module):
             0,
         )
 
-    # -- rollout ------------------------------------------------------------------------------------------
-
-    def rollout(
-        self,
-        frames: Tensor,
-        actions: Tensor,
-        n_past: int,
-        n_future: int,
-        *,
-        adapt: dict[str, Tensor] | None = None,
-        teacher_forcing: bool = False,
-        generator: torch.Generator | None = None,
-        use_posterior: bool | None = None,
-        decode_context: bool = True,
-        chunk_examples: int | None = None,
-        detach_feedback: bool = False,
-    ) -> Rollout:
-        """Predict frames ``n_past .. n_past+n_future-1``.
-
-        frames: [B, T, C, H, W] in [0, 1], T >= n_past (T >= n_past+n_future with teacher forcing or when
-            the posterior is used); actions: [B, >= n_past+n_future-1, A], ``actions[:, t]`` produces frame t+1.
-        Step t = 1..n_past+n_future-1 feeds cat(enc(x_{t-1}), a_{t-1}[, z_t]) to the LSTM; x_{t-1} is ground
-        truth for t-1 < n_past (always with ``teacher_forcing``), else the previous prediction.
-        Skip features come from frame ``min(t-1, skip_index(n_past))`` (so context predictions never see
-        their own target).
-        use_posterior (stochastic): sample z from the posterior at every step (default: ``self.training``);
-            otherwise posterior for the context steps and the prior for the predicted ones (SVG's generation).
-            ``kl`` sums KL(q||p) over the steps where the posterior was evaluated.
-        decode_context: also decode the context predictions (``context_frames``; None when n_past == 1).
-        detach_feedback: free-running only: feed predictions back to the encoder as constants, so gradients
-            w.r.t. the adaptables flow through the LSTM state but not through the pixel feedback loop (a
-            cheaper, truncated inner gradient: no encoder backward).
-        chunk_examples: split the batched encoder/decoder calls into groups of this many examples
-            (0 = never). Default: automatic on CPU (cache-sized chunks are ~30% faster there), never on
-            GPU, and never with batch norm in train mode (chunking would change the batch statistics).
-        """
+    def _check_inputs(self, frames: Tensor, actions: Tensor, steps: int) -> None:
         cfg = self.cfg
-        B, T, C, H, W = frames.shape
-        L = n_past + n_future
-        S = L - 1  # predictor steps t = 1 .. L-1
-        if n_past < 1 or n_future < 1:
-            raise UserError(f"rollout needs n_past >= 1 and n_future >= 1, got {n_past}, {n_future}")
-        if (C, H, W) != (cfg.channels, cfg.image_size, cfg.image_size):
-            raise UserError(f"frames have shape [C,H,W]={[C, H, W]}, model expects "
-                            f"{[cfg.channels, cfg.image_size, cfg.image_size]}")
-        if actions.dim() != 3 or actions.shape[0] != B or actions.shape[1] < S or actions.shape[2] != cfg.action_dim:
-            raise UserError(f"actions must be [B={B}, >={S}, A={cfg.action_dim}], got {list(actions.shape)}")
-        posterior = cfg.stochastic and (self.training if use_posterior is None else use_posterior)
-        if (teacher_forcing or posterior) and T < L:
-            raise UserError(f"teacher forcing / posterior sampling needs T >= n_past+n_future={L} frames, got {T}")
-        if T < n_past:
-            raise UserError(f"frames has T={T} < n_past={n_past}")
-        device, dtype = frames.device, frames.dtype
-        actions = actions[:, :S].to(dtype)
-        adapt = adapt if adapt else None
-        cn_adapt = adapt if cfg.cn else None
-        lstm_scale = adapt.get("lstm_scale") if adapt is not None else None
-        lstm_shift = adapt.get("lstm_shift") if adapt is not None else None
-        modulate = lstm_scale is not None or lstm_shift is not None
-        target = cfg.adapt_target
-        per_step = cfg.adapt_per_step
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != (cfg.channels, cfg.image_size, cfg.image_size):
+            raise UserError(f"frames must be [B, T, C={cfg.channels}, H={cfg.image_size}, W={cfg.image_size}], "
+                            f"got {list(frames.shape)}")
+        B = frames.shape[0]
+        if actions.dim() != 3 or actions.shape[0] != B or actions.shape[1] < steps or actions.shape[2] != cfg.action_dim:
+            raise UserError(f"actions must be [B={B}, >={steps}, A={cfg.action_dim}], got {list(actions.shape)}")
 
-        # --- encode ground truth in one batched call -------------------------------------------------------
-        n_enc = L if posterior else (S if teacher_forcing else n_past)
-        s_idx = self.skip_index(n_past)
-        n_skip = s_idx + 1 if decode_context else 1  # skip frames needed: 0..s_idx, or only s_idx
-        first_skip = s_idx + 1 - n_skip
-        chunk = self._chunk_examples(device, n_enc) if chunk_examples is None else chunk_examples
-        # h_gt [B, n_enc, g_dim]; skip_outs deep->shallow [B, n_skip, Co, Ho, Wo]
-        h_gt, skip_outs = self._encode_gt(frames[:, :n_enc], cn_adapt, slice(first_skip, s_idx + 1), chunk)
-        skip_future = [so[:, -1:] for so in skip_outs]  # [B, 1, Co, Ho, Wo]
+    # -- one recurrent step -------------------------------------------------------------------------------
 
-        def mod_at(x: Tensor | None, k: int, layer: int | None) -> Tensor | None:
-            if x is None:
-                return None
-            if per_step:
-                x = x[:, k]
-            return x if layer is None else x[:, layer]
+    def _latent(self, states: dict[str, LSTMState], g_in: Tensor, g_next: Tensor | None,
+                generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """SVG-LP latent of one step: z from the posterior on the next frame's code ``g_next`` when given
+        (then also KL(q || p) [B]), else from the learned prior on ``g_in``."""
+        mu_p, lv_p, states["prior"] = self.prior.step(g_in, states["prior"])
+        if g_next is None:
+            return _sample(mu_p, lv_p, generator), None
+        mu_q, lv_q, states["posterior"] = self.posterior.step(g_next, states["posterior"])
+        return _sample(mu_q, lv_q, generator), gaussian_kl(mu_q, lv_q, mu_p, lv_p)
 
-        def out_mod(g: Tensor, k0: int) -> Tensor:
-            """Apply output modulation to predictor outputs g [B, N, g_dim] of future steps k0..k0+N-1."""
-            if not (modulate and target == "output"):
-                return g
-            N = g.shape[1]
-            if lstm_scale is not None:
-                g = g * (lstm_scale[:, k0 : k0 + N] if per_step else lstm_scale[:, None])
-            if lstm_shift is not None:
-                g = g + (lstm_shift[:, k0 : k0 + N] if per_step else lstm_shift[:, None])
-            return g
-
+    def _lstm_step(self, state: LSTMState, x_in: Tensor, mod: _Modulation, k: int) -> Tensor:
+        """One step of the frame-predictor LSTM stack (state updated in place); -> top h [B, rnn_size].
+        k: index of the predicted step (< 0 during the context: no modulation)."""
         fp = self.frame_predictor
-        state = self.init_state(B, device, dtype)
-        if cfg.stochastic:
-            post_state = self.posterior.init_state(B, device, dtype)
-            prior_state = self.prior.init_state(B, device, dtype)
-        kl = None
-        tops: list[Tensor] = []  # top-layer h per step, [B, rnn_size]
-        future: list[Tensor] = []  # free-running predicted frames, [B, C, H, W]
-        g_prev: Tensor | None = None  # encoding of the previous predicted frame (free-running)
-        for t in range(1, L):
-            k = t - n_past  # index among predicted frames (>= 0 for predicted steps)
-            g_in = h_gt[:, t - 1] if (t - 1 < n_past or teacher_forcing) else g_prev
-            parts = [g_in, actions[:, t - 1]]
-            if cfg.stochastic:
-                mu_p, lv_p, prior_state = self.prior.step(g_in, prior_state)
-                if posterior or t < n_past:
-                    mu_q, lv_q, post_state = self.posterior.step(h_gt[:, t], post_state)
-                    z = _sample(mu_q, lv_q, generator)
-                    kl_t = gaussian_kl(mu_q, lv_q, mu_p, lv_p)
-                    kl = kl_t if kl is None else kl + kl_t
-                else:
-                    z = _sample(mu_p, lv_p, generator)
-                parts.append(z)
-            x = fp.embed(torch.cat(parts, 1))  # [B, rnn_size]
-            for li, cell in enumerate(fp.cells):
-                hp, cp = state[li]
-                if modulate and k >= 0 and target == "cell":
-                    h, c = _lstm_cell_modulated_c(cell, x, hp, cp, mod_at(lstm_scale, k, li), mod_at(lstm_shift, k, li))
-                else:
-                    h, c = cell(x, (hp, cp))
-                    if modulate and k >= 0 and target == "hidden":
-                        sc, sh = mod_at(lstm_scale, k, li), mod_at(lstm_shift, k, li)
-                        if sc is not None:
-                            h = h * sc
-                        if sh is not None:
-                            h = h + sh
-                state[li] = (h, c)
-                x = h
-            tops.append(x)
-            if not teacher_forcing and k >= 0:
-                g_out = out_mod(torch.tanh(fp.out(x))[:, None], k)[:, 0]  # [B, g_dim]
-                frame = self.decoder.forward_split(g_out, skip_future, cn_adapt)  # [B, C, H, W]
-                future.append(frame)
-                if t < L - 1:
-                    g_prev = self.encoder(frame.detach() if detach_feedback else frame, cn_adapt)[0]
-
-        # --- batched decoding of the steps not decoded in the loop ----------------------------------------
-        top = torch.stack(tops, 1)  # [B, S, rnn_size]
-        ctx_steps = n_past - 1 if decode_context else 0
-        t0 = n_past - ctx_steps  # first step decoded here
-        t1 = L if teacher_forcing else n_past  # one past the last step decoded here
-        context_frames = None
-        frames_out = torch.stack(future, 1) if future else None
-        if t1 > t0:
-            N = t1 - t0
-            g = torch.tanh(fp.out(top[:, t0 - 1 : t1 - 1]))  # [B, N, g_dim]
-            if teacher_forcing:
-                g = torch.cat([g[:, :ctx_steps], out_mod(g[:, ctx_steps:], 0)], 1)
-            # skip frame of step t is min(t-1, s_idx), stored at position (.. - first_skip)
-            idx = [min(t - 1, s_idx) - first_skip for t in range(t0, t1)]
-            if all(i == idx[0] for i in idx):
-                sk = [so[:, idx[0] : idx[0] + 1] for so in skip_outs]
+        x = fp.embed(x_in)  # [B, rnn_size]
+        for li, cell in enumerate(fp.cells):
+            hp, cp = state[li]
+            if mod.target == "cell" and k >= 0:
+                h, c = _lstm_cell_modulated_c(cell, x, hp, cp, *mod.params("cell", k, li))
             else:
-                index = torch.tensor(idx, device=device)
-                sk = [so.index_select(1, index) for so in skip_outs]
-            dec = self._decode(g, sk, cn_adapt, self._chunk_examples(device, N) if chunk_examples is None
-                               else chunk_examples)  # [B, N, C, H, W]
-            if ctx_steps > 0:
-                context_frames = dec[:, :ctx_steps]
-            if teacher_forcing:
-                frames_out = dec[:, ctx_steps:]
-        return Rollout(frames=frames_out, context_frames=context_frames, kl=kl)
+                h, c = cell(x, (hp, cp))
+                h = mod.apply(h, "hidden", k, li)
+            state[li] = (h, c)
+            x = h
+        return x
 
-    def forward(self, frames: Tensor, actions: Tensor, n_past: int, n_future: int, **kwargs) -> Rollout:
+    def _step_inputs(self, g_in: Tensor, action: Tensor, states: dict[str, LSTMState], g_next: Tensor | None,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """LSTM input cat(enc(x_{t-1}), a_{t-1}[, z_t]) [B, g_dim + A (+ z_dim)], and the step's KL or None."""
+        if not self.cfg.stochastic:
+            return torch.cat([g_in, action], 1), None
+        z, kl = self._latent(states, g_in, g_next, generator)
+        return torch.cat([g_in, action, z], 1), kl
+
+    def _init_states(self, B: int, device, dtype) -> dict[str, LSTMState]:
+        states = {"frame": self.init_state(B, device, dtype)}
+        if self.cfg.stochastic:
+            states["prior"] = self.prior.init_state(B, device, dtype)
+            states["posterior"] = self.posterior.init_state(B, device, dtype)
+        return states
+
+    # -- the Predictor protocol ---------------------------------------------------------------------------
+
+    def rollout(self, context: Tensor, actions: Tensor, horizon: int, *, adapt: AdaptDict | None = None,
+                generator: torch.Generator | None = None, target: Tensor | None = None) -> Prediction:
+        """Free-running prediction of the ``horizon`` frames after ``context``.
+
+        context: [B, n_past, C, H, W] in [0, 1]; actions: [B, >= n_past+horizon-1, A] (``actions[:, t]``
+        produces frame t+1); adapt: from :meth:`adaptables` (modulation of the predicted steps and/or CN).
+        Steps t = 1..n_past-1 read the context (LSTM warm-up, nothing decoded); steps t >= n_past decode a
+        frame and feed its encoding back. Skip connections come from frame :meth:`skip_index`.
+        Stochastic: the posterior runs over the context steps; over the predicted steps z comes from the
+        posterior on ``target`` ([B, horizon, C, H, W]) when the module is in training mode and ``target``
+        is given (SVG-LP training), otherwise from the learned prior. ``kl`` sums KL(q||p) where the
+        posterior ran. -> Prediction(pred [B, horizon, C, H, W], kl [B] or None).
+        """
+        B, n_past = context.shape[:2]
+        L = n_past + horizon
+        if n_past < 1 or horizon < 1:
+            raise UserError(f"rollout needs n_past >= 1 and horizon >= 1, got {n_past}, {horizon}")
+        self._check_inputs(context, actions, L - 1)
+        device, dtype = context.device, context.dtype
+        actions = actions[:, : L - 1].to(dtype)
+        posterior = self.cfg.stochastic and self.training and target is not None
+        gt = torch.cat([context, target.to(dtype)], 1) if posterior else context  # [B, n_enc, C, H, W]
+        cn, mod = _cn_part(adapt), _Modulation.from_adapt(adapt)
+
+        s_idx = self.skip_index(n_past)
+        h_gt, skip_outs = self._encode_gt(gt, cn, slice(s_idx, s_idx + 1), self._chunk_examples(device, gt.shape[1]))
+        states = self._init_states(B, device, dtype)
+        kl: Tensor | None = None
+        g_prev: Tensor | None = None  # code of the previous predicted frame
+        preds: list[Tensor] = []
+        for t in range(1, L):
+            k = t - n_past  # index of the predicted frame (< 0: context step)
+            g_in = h_gt[:, t - 1] if k <= 0 else g_prev
+            g_next = h_gt[:, t] if (self.cfg.stochastic and (k < 0 or posterior)) else None
+            x_in, kl_t = self._step_inputs(g_in, actions[:, t - 1], states, g_next, generator)
+            kl = kl_t if kl is None else (kl if kl_t is None else kl + kl_t)
+            top = self._lstm_step(states["frame"], x_in, mod, k)
+            if k >= 0:
+                code = mod.apply(torch.tanh(self.frame_predictor.out(top)), "code", k)  # [B, g_dim]
+                frame = self.decoder.forward_split(code, skip_outs, cn)  # [B, C, H, W]
+                preds.append(frame)
+                if t < L - 1:
+                    g_prev = self.encoder(frame, cn)[0]
+        return Prediction(pred=torch.stack(preds, 1), kl=kl)
+
+    def teacher_forced(self, frames: Tensor, actions: Tensor, n_past: int) -> Prediction:
+        """SVG's training pass: ground truth enters the LSTM at every step.
+
+        frames: [B, L, C, H, W]; actions [B, >= L-1, A] -> Prediction(pred = predictions of frames 1..L-1
+        [B, L-1, C, H, W], kl). Skips of step t come from frame min(t-1, skip_index(n_past)), so a context
+        prediction never sees its own target. All frames are encoded in one batched call and all steps
+        decoded in one batched call after the LSTM loop. Stochastic: posterior z at every step.
+        """
+        B, L = frames.shape[:2]
+        if not 1 <= n_past < L:
+            raise UserError(f"teacher_forced needs 1 <= n_past < T, got n_past={n_past}, T={L}")
+        self._check_inputs(frames, actions, L - 1)
+        device, dtype = frames.device, frames.dtype
+        actions = actions[:, : L - 1].to(dtype)
+        s_idx = self.skip_index(n_past)
+        n_enc = L if self.cfg.stochastic else L - 1
+        h_gt, skip_outs = self._encode_gt(frames[:, :n_enc], None, slice(0, s_idx + 1),
+                                          self._chunk_examples(device, n_enc))
+        states = self._init_states(B, device, dtype)
+        kl: Tensor | None = None
+        tops: list[Tensor] = []
+        no_mod = _Modulation()
+        for t in range(1, L):
+            g_next = h_gt[:, t] if self.cfg.stochastic else None
+            x_in, kl_t = self._step_inputs(h_gt[:, t - 1], actions[:, t - 1], states, g_next, None)
+            kl = kl_t if kl is None else kl + kl_t
+            tops.append(self._lstm_step(states["frame"], x_in, no_mod, -1))
+        code = torch.tanh(self.frame_predictor.out(torch.stack(tops, 1)))  # [B, L-1, g_dim]
+        skip_of_step = torch.tensor([min(t - 1, s_idx) for t in range(1, L)], device=device)
+        sk = [so.index_select(1, skip_of_step) for so in skip_outs]  # [B, L-1, Co, Ho, Wo]
+        pred = self._decode(code, sk, None, self._chunk_examples(device, L - 1))
+        return Prediction(pred=pred, kl=kl)
+
+    def forward(self, context: Tensor, actions: Tensor, horizon: int, **kwargs) -> Prediction:
         """Alias of :meth:`rollout` (so hooks / DDP wrappers work)."""
-        return self.rollout(frames, actions, n_past, n_future, **kwargs)
+        return self.rollout(context, actions, horizon, **kwargs)

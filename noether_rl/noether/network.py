@@ -1,134 +1,155 @@
-"""The video Noether Network: SVG predictor + g_phi + one tailoring call (paper Alg. 1, PREDICTSEQUENCE).
+"""Noether Network: any :class:`Predictor` + an embedding g_phi + one tailoring call (paper Alg. 1).
 
-    x̃  = rollout(context, actions, adapt=identity)                  # initial prediction
-    adapt' = tailor(L_Noether(g_phi; x0, x̃(adapt)), adapt)           # K inner steps
-    x̂  = rollout(context, actions, adapt=adapt')                     # final prediction
+    x̃      = predictor.rollout(context, actions, horizon)                 # initial prediction
+    adapt'  = tailor(L(g_phi; x0, x̃(adapt)), adapt = predictor.adaptables(kind=cfg.adapt))   # K inner steps
+    x̂      = predictor.rollout(context, actions, horizon, adapt=adapt')   # final prediction
 
-What is adapted is the predictor's choice (``SVG.adaptables(kind=...)``: LSTM activations or CN
-gamma/beta); the engine never looks inside.
+The domain supplies the predictor (SVG on frames, an MLP on states, ...), what is adapted (its
+``adaptables(kind=...)``: LSTM activations, CN gamma/beta, per-example weights) and g_phi (any module
+``[N, k * obs...] -> [N, D]``; ``pairs=True`` means it reads two consecutive steps concatenated on dim 1).
+Neither this class nor the engine looks inside any of them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
-from noether_rl.models import SVG, EmbeddingConfig, NoetherEmbedding, noether_loss
+from noether_rl.models.noether import noether_loss
+from noether_rl.noether.predictor import Predictor
 from noether_rl.tailoring import TailorConfig, TailorResult, tailor
 
 
 @dataclass(frozen=True)
 class NoetherConfig:
-    """embedding: g_phi architecture. tailor: inner loop (steps, lr, optimizer, order).
-    adapt: what the inner loop adapts, "lstm" (LSTM activations; the paper's pendulum choice) or
-    "cn" (conditional-normalisation gamma/beta; the paper's real-video choice).
-    form: Noether loss 2(a) ("a": vs the ground-truth embedding) or 2(b) ("b": consecutive).
-    distance: "mse" or "cosine".
-    feedback_grad: False truncates the inner gradient at the pixel feedback loop (predictions re-enter
-        the encoder as constants): no encoder backward in the inner step; the final prediction and the
-        outer (meta) gradient are unaffected by this switch except through the inner step itself.
-    learn_inner_lr: meta-learn log(inner lr) with the outer loss (initialised at ``tailor.lr``).
+    """tailor: inner loop (steps, lr, step rule, optimizer, order).
+    adapt: the ``kind`` passed to ``predictor.adaptables`` (SVG: "hidden" | "cell" | "code" [+ "_per_step"]
+        | "cn"; state-space MLP: "weights").
+    form: Noether loss 2(a) ("a": each predicted step vs the last observed one) or 2(b) ("b": consecutive).
+    distance: "mse" (squared L2 of embeddings) or "cosine".
+    learn_inner_lr: meta-learn log(inner lr) with the outer loss (Meta-SGD), initialised at ``tailor.lr``.
     """
 
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=1.0, normalize=True, order="second"))
-    adapt: str = "lstm"
+    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=1.0, step_rule="normalized",
+                                                                      order="second"))
+    adapt: str = "hidden"
     form: str = "a"
     distance: str = "mse"
-    feedback_grad: bool = True  # inner gradient also flows through the predicted-frame feedback (False: cheaper)
-    learn_inner_lr: bool = False  # Meta-SGD: the inner lr is a parameter trained by the outer loss
+    learn_inner_lr: bool = False
 
     def __post_init__(self) -> None:
-        if self.adapt not in ("lstm", "cn"):
-            raise ValueError(f"NoetherConfig.adapt must be 'lstm' or 'cn', got {self.adapt!r}")
         if self.form not in ("a", "b"):
             raise ValueError(f"NoetherConfig.form must be 'a' or 'b', got {self.form!r}")
+        if self.distance not in ("mse", "cosine"):
+            raise ValueError(f"NoetherConfig.distance must be 'mse' or 'cosine', got {self.distance!r}")
+        if self.learn_inner_lr and self.tailor.lr <= 0:
+            raise ValueError("NoetherConfig.learn_inner_lr needs an initial tailor.lr > 0")
 
 
 @dataclass
 class NoetherOutput:
-    frames: Tensor  # [B, n_future, C, H, W] final (tailored) prediction
-    initial: Tensor  # [B, n_future, C, H, W] untailored prediction (detached)
+    pred: Tensor  # [B, horizon, *obs] final (tailored) prediction
+    initial: Tensor  # [B, horizon, *obs] untailored prediction (detached)
     result: TailorResult | None  # None when no inner step was taken
     kl: Tensor | None  # [B] (stochastic predictor), else None
+    inner_lr: float  # the inner lr this call used (learned, configured or overridden)
+    step_rule: str  # label of the inner step rule, for results
 
 
 class NoetherNetwork(nn.Module):
-    """predictor (SVG) + embedding g_phi. No recurrent state, batch size or device stored."""
+    """predictor + embedding g_phi. No recurrent state, batch size or device stored."""
 
-    def __init__(self, predictor: SVG, cfg: NoetherConfig) -> None:
+    def __init__(self, predictor: Predictor, embedding: nn.Module, cfg: NoetherConfig) -> None:
         super().__init__()
+        if not isinstance(predictor, Predictor) or not isinstance(predictor, nn.Module):
+            raise TypeError(f"{type(predictor).__name__} is not an nn.Module implementing the Predictor protocol "
+                            "(stochastic, adaptables, rollout)")
         self.cfg = cfg
         self.predictor = predictor
-        self.embedding = NoetherEmbedding(cfg.embedding)
-        # Meta-SGD inner learning rate (log scale); a plain buffer-like parameter when not learned
-        self.log_inner_lr = nn.Parameter(torch.tensor(math.log(max(cfg.tailor.lr, 1e-12))),
+        self.embedding = embedding
+        # Meta-SGD inner learning rate (log scale); frozen unless learn_inner_lr
+        self.log_inner_lr = nn.Parameter(torch.tensor(math.log(max(cfg.tailor.lr, 1e-30))),
                                          requires_grad=cfg.learn_inner_lr)
 
-    def inner_lr(self, tcfg: TailorConfig) -> Tensor | None:
-        """The learned inner lr (a tensor) when ``learn_inner_lr`` and ``tcfg`` keeps the configured lr.
+    @property
+    def pairs(self) -> bool:
+        return bool(getattr(self.embedding, "pairs", False))
 
-        An override whose lr differs from ``cfg.tailor.lr`` uses that lr instead; an override equal to
-        the configured (initial) lr still uses the learned one.
-        """
-        if not self.cfg.learn_inner_lr or tcfg.lr != self.cfg.tailor.lr:
-            return None
-        return self.log_inner_lr.exp()
+    def inner_lr(self, override: float | None = None) -> Tensor | float:
+        """The inner lr: an explicit ``override`` always wins; else the learned lr (``learn_inner_lr``,
+        a tensor the outer loss trains); else ``cfg.tailor.lr``."""
+        if override is not None:
+            return float(override)
+        if self.cfg.learn_inner_lr:
+            return self.log_inner_lr.exp()
+        return float(self.cfg.tailor.lr)
 
-    def conditioning_frames(self, frames: Tensor, n_past: int) -> Tensor:
-        """Ground-truth frames the Noether loss anchors on: [B, 2 or 1, C, H, W] ending at frame n_past-1."""
-        k = 2 if self.cfg.embedding.pairs else 1
-        if n_past < k:
-            raise ValueError(f"g_phi takes {k} frames but n_past={n_past}")
-        return frames[:, n_past - k : n_past]
+    def anchor(self, context: Tensor) -> Tensor:
+        """Observed steps the Noether loss anchors on: [B, 2 or 1, *obs], ending at the last context step."""
+        k = 2 if self.pairs else 1
+        if context.shape[1] < k:
+            raise ValueError(f"g_phi takes {k} consecutive steps but the context has {context.shape[1]}")
+        return context[:, -k:]
+
+    def inner_loss(self, context: Tensor, pred: Tensor) -> Tensor:
+        """Per-example Noether loss [B] of a prediction [B, horizon, *obs] after ``context``."""
+        return noether_loss(self.embedding, self.anchor(context), pred, form=self.cfg.form,
+                            distance=self.cfg.distance, pairs=self.pairs)
 
     def predict(
         self,
-        frames: Tensor,
+        context: Tensor,
         actions: Tensor,
-        n_past: int,
-        n_future: int,
+        horizon: int,
         *,
+        target: Tensor | None = None,
         tailor_cfg: TailorConfig | None = None,
+        inner_lr: float | None = None,
         generator: torch.Generator | None = None,
     ) -> NoetherOutput:
-        """frames [B, >=n_past, C, H, W]; actions [B, n_past+n_future-1, A] -> tailored prediction.
+        """context [B, n_past, *obs]; actions [B, n_past+horizon-1, A] -> tailored prediction.
 
-        ``tailor_cfg`` overrides ``cfg.tailor`` (e.g. steps=0 for the untailored baseline, or
-        order="first" at evaluation time where no meta-gradient is needed).
+        target: the true future, only for predictors that use it in training (SVG-LP's posterior).
+        tailor_cfg: overrides ``cfg.tailor`` (e.g. ``steps=0`` for the untailored prediction);
+        inner_lr: an explicit inner lr, used as given (see :meth:`inner_lr`).
+        The engine runs first order by itself when gradients are off (evaluation, planners).
         """
         tcfg = tailor_cfg or self.cfg.tailor
-        B = frames.shape[0]
-        if generator is None and self.predictor.cfg.stochastic:
+        if generator is None and self.predictor.stochastic:
             # every rollout of this call must see the same z samples: fix them with a fresh seeded generator
             seed = int(torch.randint(2**62, (), device="cpu"))  # CPU RNG draw, no device sync
-            generator = torch.Generator(device=frames.device).manual_seed(seed)
-        context = frames[:, :n_past]
-        x0 = self.conditioning_frames(frames, n_past)
-        adapt0 = self.predictor.adaptables(B, n_future, kind=self.cfg.adapt, device=frames.device, dtype=frames.dtype)
-        if tcfg.steps == 0:
-            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt0, generator=generator,
-                                       decode_context=False)
-            return NoetherOutput(frames=r.frames, initial=r.frames.detach(), result=None, kl=r.kl)
+            generator = torch.Generator(device=context.device).manual_seed(seed)
+        lr = self.inner_lr(inner_lr)
+        lr_value = float(lr.detach()) if isinstance(lr, Tensor) else lr
+        label = tcfg.label if not isinstance(lr, Tensor) else f"{tcfg.label} (learned lr {lr_value:.3g})"
 
+        def rollout(adapt: dict[str, Tensor] | None):
+            return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=_fork(generator),
+                                          target=target)
+
+        if tcfg.steps == 0:
+            r = rollout(None)
+            return NoetherOutput(pred=r.pred, initial=r.pred.detach(), result=None, kl=r.kl, inner_lr=lr_value,
+                                 step_rule=label)
+        B = context.shape[0]
+        adapt0 = self.predictor.adaptables(B, horizon, kind=self.cfg.adapt, device=context.device, dtype=context.dtype)
         initial: list[Tensor] = []
 
-        def inner_loss(adapt: dict[str, Tensor]) -> Tensor:  # [B]
-            # the same generator state for every rollout of this call: tailoring must not resample z
-            g = _fork(generator)
-            r = self.predictor.rollout(context, actions, n_past, n_future, adapt=adapt, generator=g, decode_context=False,
-                                       detach_feedback=not self.cfg.feedback_grad)
+        def loss_fn(adapt: dict[str, Tensor]) -> Tensor:  # [B]
+            pred = rollout(adapt).pred
             if not initial:
-                initial.append(r.frames.detach())
-            return noether_loss(self.embedding, x0, r.frames, form=self.cfg.form, distance=self.cfg.distance)
+                initial.append(pred.detach())
+            return self.inner_loss(context, pred)
 
-        res = tailor(inner_loss, adapt0, tcfg, lr=self.inner_lr(tcfg))
-        r = self.predictor.rollout(context, actions, n_past, n_future, adapt=res.adapted, generator=_fork(generator),
-                                   decode_context=False)
-        return NoetherOutput(frames=r.frames, initial=initial[0], result=res, kl=r.kl)
+        if isinstance(lr, Tensor):
+            res = tailor(loss_fn, adapt0, tcfg, lr=lr)
+        else:
+            res = tailor(loss_fn, adapt0, tcfg if tcfg.lr == lr else replace(tcfg, lr=lr))
+        r = rollout(res.adapted)
+        return NoetherOutput(pred=r.pred, initial=initial[0], result=res, kl=r.kl, inner_lr=lr_value, step_rule=label)
 
 
 def _fork(generator: torch.Generator | None) -> torch.Generator | None:

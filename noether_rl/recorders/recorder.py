@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import noether_rl.envs  # noqa: F401  (registers the package's environment ids)
 from noether_rl._version import __version__
 from noether_rl.data.recording import (
     CONFIG_KEYS,

@@ -14,12 +14,15 @@ from noether_rl.tailoring import TailorConfig
 @dataclass(frozen=True)
 class DataConfig:
     """root: a recording written by ``noether-rl record``. Windows of n_past + n_future frames
-    (stride ``stride``) from the first ``train_episodes`` episodes are the training set."""
+    (stride ``stride``) from the first ``train_episodes`` episodes are the training set; the next
+    ``val_episodes`` are the validation set (all selection, per-epoch validation); the rest are test
+    episodes, touched only for the final report (see :func:`noether_rl.data.episode_split`)."""
 
     root: str = ""
     n_past: int = 4
     n_future: int = 26
     train_episodes: int = 5
+    val_episodes: int = 0
     stride: int = 1
 
 
@@ -35,6 +38,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: SVGConfig = field(default_factory=SVGConfig)
     noether: NoetherConfig | None = None
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # g_phi (used when ``noether`` is set)
     init_from: str | None = None  # checkpoint whose predictor weights start this run
     train_predictor: bool = True  # meta-training: also update the predictor (paper pendulum: False)
     epochs: int = 50
@@ -50,6 +54,7 @@ class TrainConfig:
     resume: bool = True
     progress: bool = True
     tensorboard: bool = True
+    val_windows: int = 64  # validation windows scored after every epoch (0 = none; needs data.val_episodes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,14 +80,22 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     noether = None
     if d.get("noether") is not None:
         n = dict(d["noether"])
+        t = dict(n.get("tailor") or {})
+        if t.pop("normalize", False):  # checkpoints from before step rules
+            t["step_rule"] = "normalized"
+        n["tailor"] = t
         noether = NoetherConfig(
-            embedding=_build(EmbeddingConfig, n.get("embedding")),
             tailor=_build(TailorConfig, n.get("tailor")),
-            **{k: v for k, v in n.items() if k not in ("embedding", "tailor")},
+            **{k: v for k, v in n.items() if k != "tailor" and k in _fields(NoetherConfig)},
         )
     return dataclasses.replace(
-        _build(TrainConfig, {k: v for k, v in d.items() if k not in ("data", "model", "noether")}),
+        _build(TrainConfig, {k: v for k, v in d.items() if k not in ("data", "model", "noether", "embedding")}),
         data=_build(DataConfig, d["data"]),
         model=_build(SVGConfig, d["model"]),
         noether=noether,
+        embedding=_build(EmbeddingConfig, d.get("embedding") or {}),
     )
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}

@@ -1,4 +1,4 @@
-"""Rebuild a trained model (SVG or Noether Network) from a checkpoint."""
+"""Rebuild a trained pixel-video model (SVG or Noether Network) from a checkpoint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from noether_rl.errors import UserError
 from noether_rl.models import SVG
 from noether_rl.noether import NoetherNetwork
 from noether_rl.training.checkpoint import load_checkpoint
 from noether_rl.training.config import TrainConfig, config_from_dict
+from noether_rl.training.trainer import build_network
 
 
 @dataclass
@@ -20,6 +22,7 @@ class LoadedModel:
     config: TrainConfig
     module: nn.Module  # SVG or NoetherNetwork, in eval mode, on the device
     epoch: int
+    path: str = ""
 
     @property
     def svg(self) -> SVG:
@@ -28,10 +31,13 @@ class LoadedModel:
 
 def load_model(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedModel:
     ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
-    svg = SVG(cfg.model)
-    module: nn.Module = NoetherNetwork(svg, cfg.noether) if cfg.noether is not None else svg
-    state = {k.removeprefix("net."): v for k, v in ckpt["model"].items()}
-    module.load_state_dict(state)
+    if ckpt.get("kind") not in ("svg", "noether"):
+        raise UserError(f"{path} is a {ckpt.get('kind')!r} checkpoint, not a pixel-video SVG/Noether model")
+    try:
+        cfg = config_from_dict(ckpt["config"])
+        module = build_network(cfg)
+        module.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["model"].items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} does not hold a model this version can rebuild ({str(e).splitlines()[0][:120]})") from None
     module.to(device).eval()
-    return LoadedModel(kind=str(ckpt.get("kind", "svg")), config=cfg, module=module, epoch=int(ckpt["epoch"]))
+    return LoadedModel(kind=str(ckpt["kind"]), config=cfg, module=module, epoch=int(ckpt["epoch"]), path=str(path))
