@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AnalyzeConfig(**common, steps=args.steps, lr=args.lr)
     res = analyze_inner_steps(cfg)
     b, last = res["change_at_best"], res["change_at_last"]
-    print(f"outer MSE {res['outer_at_0']:.5f} at 0 steps; change {b['mean']:+.5f} ± {b['se']:.5f} at step "
-          f"{res['best_step']}, {last['mean']:+.5f} ± {last['se']:.5f} at step {args.steps} (paired, ± se over "
+    print(f"outer MSE {res['outer_at_0']:.4g} at 0 steps; change {b['mean']:+.3g} ± {b['se']:.2g} at step "
+          f"{res['best_step']}, {last['mean']:+.3g} ± {last['se']:.2g} at step {args.steps} (paired, ± se over "
           f"{res['n_episodes']} episodes of {res['n_windows']} {res['split']} windows)")
     print(f"written: {args.out}/inner_steps.json, inner_steps.png")
     return 0
