@@ -143,12 +143,13 @@ class WorldModel:
                  generator: torch.Generator | None) -> Tensor:
         return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=generator).pred
 
-    def _adapted(self, context: Tensor, actions: Tensor, horizon: int,
-                 generator: torch.Generator | None) -> dict[str, Tensor] | None:
-        """Tailored adaptables [B, ...] from one ``NoetherNetwork.predict`` call (None if no step was taken)."""
+    def _tailored(self, context: Tensor, actions: Tensor, horizon: int,
+                  generator: torch.Generator | None) -> tuple[dict[str, Tensor] | None, Tensor]:
+        """One ``NoetherNetwork.predict`` call: (tailored adaptables [B, ...] or None if no step was taken,
+        the tailored prediction [B, horizon, C, H, W])."""
         assert self.network is not None
         out = self.network.predict(context, actions, horizon, tailor_cfg=self.tailor_cfg, generator=generator)
-        return None if out.result is None else out.result.adapted
+        return (None if out.result is None else out.result.adapted), out.pred
 
     # -- the entry point ------------------------------------------------------------------------------
     def _check(self, context: Tensor, context_actions: Tensor, action_seqs: Tensor) -> Tensor:
@@ -178,17 +179,18 @@ class WorldModel:
         P = self.n_past
         full = torch.cat([ctx_a[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
         ctx = context[:, None].expand(B, N, *context.shape[1:]).reshape(B * N, *context.shape[1:])
-        adapt = None
+        adapt, pred = None, None
         if tailor and self.can_tailor:
-            if self.tailor_mode == "shared":
+            if self.tailor_mode == "shared" and N > 1:
                 ref = torch.cat([ctx_a, seqs.mean(1)], 1)  # the mean candidate [B, P-1+T, A]
-                shared = self._adapted(context, ref, T, generator)
+                shared, _ = self._tailored(context, ref, T, generator)
                 if shared is not None:
                     adapt = {k: v[:, None].expand(B, N, *v.shape[1:]).reshape(B * N, *v.shape[1:])
                              for k, v in shared.items()}
-            else:
-                adapt = self._adapted(ctx, full, T, generator)
-        pred = self._rollout(ctx, full, T, adapt, generator)  # [B*N, T, C, H, W]
+            else:  # per candidate (with N = 1 both modes coincide): predict's own final rollout is the answer
+                _, pred = self._tailored(ctx, full, T, generator)
+        if pred is None:
+            pred = self._rollout(ctx, full, T, adapt, generator)  # [B*N, T, C, H, W]
         prev = torch.cat([ctx[:, -1:], pred[:, :-1]], 1)
         r = self.reward(prev.flatten(0, 1), seqs.reshape(B * N * T, A), pred.flatten(0, 1))
         return Imagined(frames=pred.view(B, N, T, *pred.shape[2:]), rewards=r.reshape(B, N, T))
