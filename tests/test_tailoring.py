@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -200,3 +201,63 @@ def test_tensor_lr_is_trained_by_the_outer_loss_in_first_order():
     torch.testing.assert_close(res.adapted["shift"].detach(), ref.adapted["shift"])
     (g,) = torch.autograd.grad(_predict(W, x0, res.adapted).pow(2).sum(), [log_lr])
     assert g.abs() > 0
+
+
+def test_polyak_step_is_scale_free_and_converges():
+    """The trust-region Polyak rule: the same step whatever the loss scale, and a shrinking step."""
+    target = torch.tensor([[1.0, -2.0], [0.5, 0.5]])
+
+    def loss(scale: float):
+        return lambda a: scale * (a["x"] - target).pow(2).sum(1)
+
+    x0 = {"x": torch.zeros(2, 2)}
+    cfg = TailorConfig(lr=1.0, step_rule="polyak", trust_radius=10.0)
+    small = tailor(loss(1e-9), x0, cfg).adapted["x"]
+    big = tailor(loss(1e3), x0, cfg).adapted["x"]
+    torch.testing.assert_close(small, big)
+    res = tailor(loss(1.0), x0, replace(cfg, steps=30))
+    torch.testing.assert_close(res.adapted["x"], target, atol=1e-4, rtol=0)  # converges (halves the error per step)
+    assert (res.inner_losses[1:6] < res.inner_losses[:5]).all()
+    capped = tailor(loss(1.0), x0, replace(cfg, trust_radius=0.1)).adapted["x"]
+    torch.testing.assert_close(capped.norm(dim=1), torch.full((2,), 0.1))
+
+
+def test_config_rejects_values_that_make_no_sense():
+    for bad in (dict(lr=float("nan")), dict(lr=float("inf")), dict(lr=-1.0), dict(steps=1.5), dict(steps=True),
+                dict(steps=-1), dict(max_grad_norm=-1.0), dict(max_grad_norm=1.0, step_rule="normalized"),
+                dict(step_rule="polyak", optimizer="adam"), dict(trust_radius=0.0), dict(step_rule="newton")):
+        with pytest.raises(ValueError):
+            TailorConfig(**bad)
+
+
+def _setup(B: int = 3):
+    W, g_phi = _toy()
+    return g_phi, W, torch.randn(B, D, dtype=torch.float64)
+
+
+def test_nonfinite_result_of_the_last_step_falls_back():
+    x0 = {"x": torch.ones(3, 2)}  # float32: lr * grad = 1e30 * 2e10 overflows to inf in the step itself
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        res = tailor(lambda a: 1e10 * a["x"].pow(2).sum(1), x0, TailorConfig(lr=1e30))
+    assert not res.ok.any() and int(res.n_fallback) == 3
+    torch.testing.assert_close(res.adapted["x"].detach(), x0["x"])
+
+
+def test_first_order_without_grad_and_clear_error_under_inference_mode():
+    g_phi, W, x0 = _setup(2)
+    with torch.no_grad():
+        res = tailor(_inner_loss(g_phi, W, x0), _identity(2), TailorConfig(lr=0.1, order="second"))
+    assert all(not v.requires_grad for v in res.adapted.values())
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        tailor(_inner_loss(g_phi, W, x0), _identity(2), TailorConfig(lr=0.1))
+
+
+def test_engine_imports_only_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, noether_rl.tailoring, noether_rl.noether, noether_rl.models; "
+            "bad = [m for m in ('gymnasium', 'pygame', 'stable_baselines3', 'noether_rl.cli', 'noether_rl.envs') "
+            "if m in sys.modules]; assert not bad, bad; import os; assert 'SDL_VIDEODRIVER' not in os.environ")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SDL_VIDEODRIVER"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -14,15 +14,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate checkpoints on held-out windows (results.json, plots, video)")
     add_data_args(p)
     p.add_argument("models", nargs="+", metavar="NAME=CHECKPOINT", help="e.g. svg=runs/svg/last.pt noether=runs/noether/last.pt")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (results.json, plots, video)")
     p.add_argument("--stride", type=positive_int, default=5, help="stride between held-out windows")
-    p.add_argument("--max-windows", type=positive_int, default=512)
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-windows", type=positive_int, default=512, help="at most this many windows (seeded subset)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="windows per batch")
     p.add_argument("--inner-steps", type=argtypes.non_negative_int, help="override the Noether models' inner steps")
     p.add_argument("--inner-lr", type=argtypes.positive_float,
                    help="override the Noether models' inner learning rate")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs locally installed weights)")
-    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--no-video", action="store_true", help="skip the side-by-side video")
     p.add_argument("--split", choices=["val", "test"], default="test",
                    help="episodes scored: val (for every selection) or test (final reports only)")
     if "--val-episodes" not in p._option_string_actions:
