@@ -19,6 +19,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pv.add_argument("--data", help="reuse this recording (recorded there if missing)")
     pv.add_argument("--device", type=argtypes.device, default="auto")
     pv.set_defaults(func=run)
+    ss = exp.add_parser("statespace", help="state-space spring / pendulum / real pendulum (paper Tables 1-2, Fig. 2)")
+    ss.add_argument("--system", choices=["spring", "pendulum", "real", "all"], default="all")
+    ss.add_argument("--data", help="real-pendulum measurements (real_pend_h_1.txt format); needed for real/all")
+    ss.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2])
+    ss.add_argument("--out", required=True, help="output directory (results.json, plots); rerun to resume")
+    ss.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ss.set_defaults(func=run_statespace_cli)
+    from noether_rl.cli.plan import add_pendulum_control_parser
+
+    add_pendulum_control_parser(exp)
+    from noether_rl.cli.ramp_video import add_ramp_video_parser
+
+    add_ramp_video_parser(exp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +43,19 @@ def run(args: argparse.Namespace) -> int:
     v = res["verdict"]
     print(f"Noether/SVG mse {v['noether_mse_over_svg']:.3f}, Noether/SVG(more) mse {v['noether_mse_over_svg_more']:.3f}; "
           f"accepted: {v['accepted']}")
+    print(f"results: {args.out}/results.json")
+    return 0
+
+
+def run_statespace_cli(args: argparse.Namespace) -> int:
+    from noether_rl.experiments.statespace import StatespaceConfig, format_summary, run_statespace
+
+    systems = ("spring", "pendulum", "real") if args.system == "all" else (args.system,)
+    if args.system == "all" and not args.data:
+        systems = ("spring", "pendulum")
+        print("reproduce statespace: no --data given, skipping the real pendulum")
+    res = run_statespace(StatespaceConfig(out=args.out, systems=systems, data=args.data, seeds=tuple(args.seeds),
+                                          progress=not args.no_progress))
+    print(format_summary(res))
     print(f"results: {args.out}/results.json")
     return 0
