@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from noether_rl.data.real_pendulum import load_real_pendulum, time_split
 from noether_rl.data.systems import GenerateConfig, generate, get_system
@@ -501,13 +502,17 @@ def run_system_seed(cfg: StatespaceConfig, name: str, seed: int, root: Path) -> 
             table: dict[str, dict[str, float | None]] = {}
             wanted = dict(cfg.step_rules).get(integ, "auto")
             sweep_rules = STEP_RULES if wanted == "auto" or name == cfg.compare_step_rules_on else (wanted,)
+            bar = tqdm(total=len(sweep_rules) * len(cfg.lr_exponents), desc=f"{name} s{seed} inner lr ({integ})",
+                       disable=not cfg.progress, leave=False)
             for rule in sweep_rules:
                 net0 = noether_net(field0, sd.law, integ, rule, 1.0).eval()
                 table[rule] = {}
                 for k in cfg.lr_exponents:
+                    bar.update(1)
                     pred = _rollout_np(noether_step(net0, 10.0**k), sel_traj, sd.dt)
                     v = float(np.mean(rollout_metrics(pred, sel_ref, sd.energy)["rmse"]))
                     table[rule][f"{k:g}"] = v if math.isfinite(v) else None
+            bar.close()
             best = {r: min(((float(k), v) for k, v in tb.items() if v is not None), key=lambda kv: kv[1],
                            default=None) for r, tb in table.items()}
             ok = {r: b for r, b in best.items() if b is not None}
@@ -573,7 +578,8 @@ def run_system_seed(cfg: StatespaceConfig, name: str, seed: int, root: Path) -> 
     for integ in cfg.integrators:
         evals[integ] = {}
         rollouts[integ] = {}
-        for label, step in steps[integ].items():
+        for label, step in tqdm(steps[integ].items(), desc=f"{name} s{seed} evaluate ({integ})",
+                                disable=not cfg.progress, leave=False):
             pred = _rollout_np(step, sd.test, sd.dt)
             evals[integ][label] = rollout_metrics(pred, ref, sd.energy)
             rollouts[integ][label] = pred[: min(4, len(pred))].tolist()
