@@ -126,8 +126,6 @@ def wrong_weights_ckpt(svg_ckpt: Path) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- rows
-OWN_LOADING = pytest.mark.xfail(strict=False, reason="training/loading.py (lead) must call checkpoint.load_weights")
-
 # (id, argv, substring of the one error line, fault to inject, *marks); placeholders are filled per test
 ROWS: list[tuple[Any, ...]] = [
     # record
@@ -206,8 +204,7 @@ ROWS: list[tuple[Any, ...]] = [
      "this recording is incomplete", None),
     ("eval-inf-state", ["evaluate", "--data", "{nan}", *DATA, "--out", "{out}", "--no-video", "m={svg}"],
      "episode_00003.npz: states hold non-finite values", None),
-    ("eval-weights-do-not-match-config", [*EVAL, "--out", "{out}", "m={wrong_weights}"], "do not match its config",
-     None, OWN_LOADING),
+    ("eval-weights-do-not-match-config", [*EVAL, "--out", "{out}", "m={wrong_weights}"], "wrong_config.pt", None),
     # quickstart, reproduce, usage
     ("quickstart-out-is-file", ["quickstart", "--out", "{afile}"], "not a directory", None),
     ("quickstart-seed-neg", ["quickstart", "--out", "{out}", "--seed", "-1"], "--seed", None),

@@ -340,8 +340,7 @@ def test_load_weights_names_the_mismatch(tmp_path: Path) -> None:
     assert torch.equal(module.weight, state["weight"])
 
 
-# ------------------------------------------------------------------ non-finite training (lead's part)
-@pytest.mark.xfail(strict=False, reason="trainer part owned by lead: a non-finite loss must stop the run")
+# ------------------------------------------------------------------------------- non-finite training
 def test_diverging_training_never_writes_a_non_finite_checkpoint(
     tiny_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -357,7 +356,6 @@ def test_diverging_training_never_writes_a_non_finite_checkpoint(
         assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
 
 
-@pytest.mark.xfail(strict=False, reason="engine part owned by lead: adapted tensors checked after the last inner step")
 @pytest.mark.parametrize("step_rule", ["sgd", "normalized"])
 def test_huge_inner_lr_never_writes_a_non_finite_checkpoint(
     tiny_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], step_rule: str
