@@ -70,3 +70,4 @@ def test_synthetic_recipe_end_to_end_tiny(tmp_path: Path) -> None:
     assert rows == {(c, m) for c in ("SVG", "SVG (more steps)") for m in ("mse", "ssim", "psnr")}
     assert all(r["n_episodes"] == rv.SCALES["tiny"].episodes - 16 for r in res["verdict_rows"])
     assert (out / "mse.png").is_file() and Path(res["video"]).is_file()
+    assert (out / "analysis" / "gradcam.png").is_file() and 0 < res["embedding_analysis"]["first_four"] <= 1 + 1e-9

@@ -16,6 +16,9 @@ encoder and decoder against loss 2(b), g_phi on two stacked frames -> 64-d, oute
 model (CN parameters are per-example adaptables, not trained weights). Conditioned on 2 frames, 20
 predicted. Tailoring uses the same noise samples before and after the step (``NoetherNetwork.predict``).
 
+Analysis: the first seed's g_phi embeddings of the test frames are analysed as in the paper's Fig. 5 (PCA
+variance table + Grad-CAM grid under ``<out>/analysis``; :mod:`noether_rl.eval.analysis`).
+
 Evaluation: every model on the same seeded subset of test windows (one per test episode/sequence);
 per-step MSE / PSNR / SSIM (LPIPS with ``lpips=True`` when its weights are installed, else noted); the
 verdict rows are paired differences Noether - control pooled over seeds with standard errors over
@@ -184,6 +187,15 @@ def run_ramp_video(cfg: RampVideoConfig) -> dict[str, Any]:
         runs.append(load_scores(res["window_scores"]))
         per_seed[str(seed)] = {"results": str(Path(ev.out) / "results.json"), "wall_time_s": wall}
         walls[f"seed{seed}"] = wall
+    # paper Fig. 5 on the first seed's Noether Network: PCA of g_phi's embeddings of test frames + Grad-CAM
+    from noether_rl.eval.analysis import AnalyzeConfig, analyze_embedding
+
+    t = time.perf_counter()
+    first_noether = Path(_configs(cfg, spec, root, train_eps, val_eps, cfg.seeds[0])[2].out) / "last.pt"
+    emb = analyze_embedding(AnalyzeConfig(checkpoint=str(first_noether), data=str(root), out=str(out / "analysis"),
+                                          split="test", stride=1, max_windows=spec.eval_windows, seed=0,
+                                          device=cfg.device, times=(0, 7, 14)))
+    walls["analysis"] = time.perf_counter() - t
     metrics = ("mse", "ssim", "psnr") + (("lpips",) if cfg.lpips else ())
     rows = compare("Noether", ["SVG", "SVG (more steps)"], runs, metrics=metrics, subsets=["all"])
     pooled = pool_seeds(runs)
@@ -214,6 +226,9 @@ def run_ramp_video(cfg: RampVideoConfig) -> dict[str, Any]:
         "per_seed": per_seed,
         "plots": [str(p) for p in plots],
         "video": str(out / f"seed{cfg.seeds[0]}" / "eval_test" / "side_by_side.mp4"),
+        "embedding_analysis": {"variance": emb["variance"][:8], "first_component": emb["first_component"],
+                               "first_four": emb["first_four"], "gradcam": str(out / "analysis" / "gradcam.png"),
+                               "seed": cfg.seeds[0]},
         "wall_time_s": walls,
     }
     write_results(out / "results.json", results)
