@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from noether_rl.symbolic.dsl import BINARY, COMMUTATIVE, FREE, UNARY, Expr, Unit, UnitMismatch, combine_units
 from noether_rl.symbolic.units import Dim
@@ -45,7 +46,7 @@ class Candidate:
     unit: Unit  # FREE (None) when a parameter factor sets the formula's unit
 
 
-def _eval_np(e: Expr, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+def eval_numpy(e: Expr, x: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Reference numpy evaluation; x [N, D], params [>= n_params] in DFS order."""
     it = iter(params)
 
@@ -65,16 +66,6 @@ def _eval_np(e: Expr, x: np.ndarray, params: np.ndarray) -> np.ndarray:
             return {"+": a[0] + a[1], "-": a[0] - a[1], "*": a[0] * a[1], "/": a[0] / a[1]}[n.op]
 
     return go(e)
-
-
-def _constant(e: Expr, x: np.ndarray, draws: np.ndarray) -> bool:
-    for params in draws:
-        v = _eval_np(e, x, params)
-        if not np.all(np.isfinite(v)):
-            return False
-        if np.std(v) > 1e-9 * (1.0 + np.abs(np.mean(v))):
-            return False
-    return True
 
 
 def enumerate_formulas(units: Sequence[Dim], cfg: EnumerationConfig = EnumerationConfig()) -> list[Candidate]:
@@ -112,12 +103,57 @@ def enumerate_formulas(units: Sequence[Dim], cfg: EnumerationConfig = Enumeratio
                         except UnitMismatch:
                             pass
     cands = [Candidate(e, u) for level in by_size for e, u, has_in in level if has_in]
-    if cfg.constant_check:
+    if cfg.constant_check and cands:
+        from noether_rl.symbolic.program import compile_programs, evaluate  # the batched interpreter
+
         rng = np.random.default_rng(cfg.seed)
-        x = rng.normal(size=(64, len(units))) * 1.5
-        draws = rng.normal(size=(2, cfg.max_size)) + 0.5
-        cands = [c for c in cands if not _constant(c.expr, x, draws)]
+        x = torch.as_tensor(rng.normal(size=(64, len(units))) * 1.5)
+        prog = compile_programs([c.expr for c in cands], cfg.max_size)
+        varies = torch.zeros(len(cands), dtype=torch.bool)
+        for _ in range(2):
+            theta = torch.as_tensor(rng.normal(size=(len(cands), max(1, cfg.max_size))) + 0.5)
+            v = evaluate(prog, x, theta)
+            finite = torch.isfinite(v).all(1)
+            spread = v.std(1) > 1e-9 * (1.0 + v.mean(1).abs())
+            varies |= ~finite | spread
+        cands = [c for c, k in zip(cands, varies.tolist()) if k]
     return cands
+
+
+_SCALE = ("*", "/")
+_SHIFT = ("+", "-")
+
+
+def _family(op: str) -> str:
+    return "scale" if op in _SCALE else "shift" if op in _SHIFT else ""
+
+
+def _param_redundant(e: Expr, root: bool = True) -> bool:
+    if root and e.op in ("*", "+", "-") and any(c.op == "c" for c in e.children):
+        return True  # c*f, c+f, f-c, c-f: same conservation as f (the measure is scale/offset free)
+    if root and e.op == "/" and e.children[1].op == "c":
+        return True  # f/c
+    if e.op in _SCALE + _SHIFT:
+        a, b = e.children
+        for p, g in ((a, b), (b, a)):
+            # c1 op (c2 op' g) with op, op' in the same family (both scaling or both shifting) == c op'' g
+            if p.op == "c" and g.op in _SCALE + _SHIFT and _family(g.op) == _family(e.op) and \
+                    any(ch.op == "c" for ch in g.children):
+                return True
+    return any(_param_redundant(c, False) for c in e.children)
+
+
+def drop_parameter_redundant(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Remove formulas equivalent to a simpler one for *every* parameter value, before any fitting:
+
+    - an overall parameter scale or offset at the root (``c*f``, ``f/c``, ``c+f``, ``f-c``, ``c-f``):
+      conservation is measured scale- and offset-free, so these are ``f``;
+    - two parameters merged through the same kind of operation (``c1*(c2*g)``, ``c1/(g*c2)``,
+      ``c1+(g-c2)``): one parameter does the same.
+
+    (``c/f`` is kept: ``1/f`` is not an affine function of ``f``.)
+    """
+    return [c for c in cands if not _param_redundant(c.expr)]
 
 
 def count_formulas(units: Sequence[Dim], cfg: EnumerationConfig = EnumerationConfig()) -> dict[int, int]:
@@ -128,4 +164,4 @@ def count_formulas(units: Sequence[Dim], cfg: EnumerationConfig = EnumerationCon
     return counts
 
 
-__all__ = ["Candidate", "EnumerationConfig", "count_formulas", "enumerate_formulas"]
+__all__ = ["Candidate", "EnumerationConfig", "count_formulas", "drop_parameter_redundant", "enumerate_formulas"]

@@ -1,0 +1,256 @@
+"""Conservation filter: fit every candidate's parameters at once and keep the conserved ones.
+
+Measure (scale-free). Data come as *segments* ``[S, T, D]`` (whole trajectories, or windows of a
+long one). For a formula ``f`` with values ``v[s, t]``::
+
+    r(f) = mean_s Var_t v[s, t] / Var_{s,t} v[s, t]
+
+i.e. the fraction of ``f``'s variance that happens *along* segments (1 - R^2 of a one-way ANOVA).
+It is invariant to the scale and offset of ``f``, so a formula cannot look conserved by being tiny
+or by a large constant, and a spike at one point does not help (it lands in one segment's variance
+too). On *random* sequences -- the same points shuffled across segments -- every formula has
+``r ~ 1 - 1/T``.
+
+Fit (paper §4.2): the parameters are fitted by Adam to minimise ``r`` on the true segments (``log r`` stalls Adam at its sharp minimum),
+and separately on the random sequences; a candidate survives when ``r_random / r_true >= min_ratio``
+(paper: two orders of magnitude). Parameters are fitted in characteristic units: each parameter's
+unit (solved from the formula) is measured in scales of M, L, T fitted to the data's RMS, so every
+parameter starts at O(1) whatever the system's constants and units.
+
+Batching: all candidates of a chunk (``chunk_size``) and all restarts are one ``[C*R, P]`` parameter
+tensor evaluated by the vectorised interpreter (:mod:`noether_rl.symbolic.program`); the only Python
+loops are over chunks, optimiser steps and program positions.
+
+Duplicates: survivors whose fitted values are affinely equivalent on the data (|corr| >= 1 - tol) are
+one observable law; the simplest (fewest nodes, then fewest parameters) is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noether_rl.errors import UserError
+from noether_rl.symbolic.dsl import Expr
+from noether_rl.symbolic.program import Programs, compile_programs, evaluate, parameter_log_scales, subset
+from noether_rl.symbolic.units import Dim
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    steps: int = 100
+    lr: float = 0.1
+    final_lr_factor: float = 1e-3
+    # second, longer fit (from the first fit's parameters) for the candidates that may pass: r_true <= this
+    refine_below: float = 0.1
+    refine_steps: int = 300
+    refine_lr: float = 0.02
+    restarts: int = 2  # restart 0 starts every parameter at 1 characteristic unit, the others at N(0, 1)
+    min_ratio: float = 100.0
+    chunk_size: int = 4096
+    max_segments: int = 32
+    max_points_per_segment: int = 12
+    dedup_tol: float = 1e-4
+    seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass
+class FitResult:
+    """Per candidate (in input order): fitted parameters (physical units), r on true and random data.
+
+    ``r_random`` is nan for candidates that could not pass anyway (``r_true > 1/min_ratio``).
+    """
+
+    params: np.ndarray  # [C, P]
+    r_true: np.ndarray  # [C]
+    r_random: np.ndarray  # [C]
+
+    @property
+    def ratio(self) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return self.r_random / self.r_true
+
+
+def conservation_ratio(values: Tensor, S: int, T: int) -> Tensor:
+    """r = mean within-segment variance / total variance; values [C, S*T] -> [C] (nan if non-finite)."""
+    v = values.reshape(values.shape[0], S, T)
+    seg_mean = v.mean(2, keepdim=True)
+    within = (v - seg_mean).pow(2).mean(dim=(1, 2))
+    total = (v - seg_mean.mean(1, keepdim=True)).pow(2).mean(dim=(1, 2))
+    r = within / (total + 1e-300)
+    return torch.where(torch.isfinite(r) & (total > 0), r, torch.full_like(r, float("nan")))
+
+
+def prepare_segments(segments: np.ndarray, cfg: FilterConfig) -> np.ndarray:
+    """Check and subsample segments [S, T, D] (evenly spaced segments and time points)."""
+    x = np.asarray(segments, dtype=np.float64)
+    if x.ndim != 3:
+        raise UserError(f"conservation data must be [segments, time, inputs], got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise UserError("trajectories contain NaN or infinite values; remove or repair them first")
+    if x.shape[0] < 2:
+        raise UserError(f"need at least 2 trajectories (or windows) to measure conservation, got {x.shape[0]}")
+    if x.shape[1] < 4:
+        raise UserError(f"trajectories are too short to measure conservation: {x.shape[1]} points (need >= 4)")
+    si = np.unique(np.linspace(0, x.shape[0] - 1, min(cfg.max_segments, x.shape[0])).round().astype(int))
+    ti = np.unique(np.linspace(0, x.shape[1] - 1, min(cfg.max_points_per_segment, x.shape[1])).round().astype(int))
+    return x[si][:, ti]
+
+
+def base_log_scales(x: np.ndarray, units: Sequence[Dim]) -> np.ndarray:
+    """log characteristic scales of (M, L, T) so that each input's RMS is ~1 in them (least squares)."""
+    U = np.array([[float(v) for v in u.vec] for u in units])
+    rms = np.sqrt(np.mean(x.reshape(-1, x.shape[-1]) ** 2, axis=0)) + 1e-12
+    return np.linalg.lstsq(U, np.log(rms), rcond=None)[0] if np.any(U) else np.zeros(3)
+
+
+def _fit_chunk(prog: Programs, log_scale: Tensor, x: Tensor, S: int, T: int, cfg: FilterConfig,
+               gen: torch.Generator, start: Tensor | None = None, steps: int | None = None,
+               lr: float | None = None) -> tuple[Tensor, Tensor]:
+    """Fit one chunk with restarts; returns (physical params [C, P], r [C]) of the best restart.
+
+    ``start`` (physical params [C, P]) replaces the restarts by one run from there (refinement).
+    """
+    Cn, P = log_scale.shape
+    has_params = bool(prog.max_params > 0)
+    R = cfg.restarts if has_params and start is None else 1
+    steps = cfg.steps if steps is None else steps
+    lr = cfg.lr if lr is None else lr
+    rep = subset(prog, np.tile(np.arange(Cn), R))
+    if start is not None:
+        init = [start.to(x.dtype) / log_scale.exp()]
+    else:
+        init = [torch.ones(Cn, P, dtype=x.dtype)]
+        init += [torch.randn(Cn, P, generator=gen, dtype=x.dtype) for _ in range(R - 1)]
+    theta = torch.cat(init, 0).requires_grad_(True)
+    scale = log_scale.exp().repeat(R, 1)
+    if has_params and steps > 0:
+        opt = torch.optim.Adam([theta], lr=lr)
+        # exponential decay to lr * final_lr_factor: large early moves, then a precise minimum
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.final_lr_factor ** (1.0 / steps))
+        for _ in range(steps):
+            r = conservation_ratio(evaluate(rep, x, theta * scale), S, T)
+            loss = torch.where(torch.isfinite(r), r, torch.zeros_like(r))
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            theta.grad.nan_to_num_(0.0, 0.0, 0.0)
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        phys = theta * scale
+        r = conservation_ratio(evaluate(rep, x, phys), S, T).reshape(R, Cn)
+        best = torch.nan_to_num(r, nan=float("inf")).argmin(0)
+        rows = best * Cn + torch.arange(Cn)
+        return phys[rows], r.gather(0, best.unsqueeze(0)).squeeze(0)
+
+
+def fit_candidates(exprs: Sequence[Expr], units: Sequence[Dim], segments: np.ndarray,
+                   cfg: FilterConfig = FilterConfig(), *, device: str | torch.device = "cpu",
+                   progress: Callable[[int], None] | None = None) -> FitResult:
+    """Fit every formula on the true segments and on shuffled (random) sequences of the same points."""
+    seg = prepare_segments(segments, cfg)
+    S, T, D = seg.shape
+    if len(units) != D:
+        raise UserError(f"{len(units)} input units given but the data have {D} inputs per state")
+    dtype = getattr(torch, cfg.dtype)
+    rng = np.random.default_rng(cfg.seed)
+    flat = seg.reshape(S * T, D)
+    shuffled = flat[rng.permutation(S * T)]
+    x_true = torch.as_tensor(flat, dtype=dtype, device=device)
+    x_rand = torch.as_tensor(shuffled, dtype=dtype, device=device)
+    lb = base_log_scales(seg, units)
+    K = max(e.size for e in exprs)
+    P = max(1, max(e.n_params for e in exprs))
+    params = np.zeros((len(exprs), P))
+    r_true = np.full(len(exprs), np.nan)
+    r_rand = np.full(len(exprs), np.nan)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # a formula can only pass if r_true <= 1/min_ratio (r <= 1 always), so only those are fitted on the
+    # random sequences; the others keep r_random = nan ("not needed")
+    def run(ids: np.ndarray, data: Tensor, refine: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Fit candidates ``ids`` on ``data`` chunk by chunk; returns (params, r) for them."""
+        out_p = np.zeros((len(ids), P))
+        out_r = np.full(len(ids), np.nan)
+        # parameter-free formulas need no fitting: they get their own chunks (no optimiser steps there)
+        order = np.argsort([exprs[i].n_params > 0 for i in ids], kind="stable")
+        for s0 in range(0, len(ids), cfg.chunk_size):
+            pos = order[s0:s0 + cfg.chunk_size]
+            free = np.array([exprs[i].n_params == 0 for i in ids[pos]])
+            for part in (pos[free], pos[~free]):
+                if len(part) == 0:
+                    continue
+                chunk = [exprs[i] for i in ids[part]]
+                prog = compile_programs(chunk, K)
+                ls = parameter_log_scales(chunk, units, lb)
+                ls_full = np.zeros((len(chunk), P))
+                ls_full[:, :ls.shape[1]] = ls
+                lst = torch.as_tensor(ls_full, dtype=dtype, device=device)
+                if refine:
+                    start = torch.as_tensor(params[ids[part]], dtype=dtype, device=device)
+                    p_fit, r_fit = _fit_chunk(prog, lst, data, S, T, cfg, gen, start=start,
+                                              steps=cfg.refine_steps, lr=cfg.refine_lr)
+                else:
+                    p_fit, r_fit = _fit_chunk(prog, lst, data, S, T, cfg, gen)
+                out_p[part] = p_fit.detach().cpu().numpy()
+                out_r[part] = r_fit.cpu().numpy()
+            if progress is not None and not refine:
+                progress(len(pos))
+        return out_p, out_r
+
+    everything = np.arange(len(exprs))
+    params[:], r_true[:] = run(everything, x_true, refine=False)
+    # refine the candidates that may pass (keep the refined fit only where it is better)
+    cand = np.flatnonzero((r_true <= cfg.refine_below) & np.array([e.n_params > 0 for e in exprs]))
+    if len(cand) and cfg.refine_steps > 0:
+        p2, r2 = run(cand, x_true, refine=True)
+        better = np.isfinite(r2) & ~(r2 >= r_true[cand])
+        params[cand[better]] = p2[better]
+        r_true[cand[better]] = r2[better]
+    # a formula can only pass if r_true <= 1/min_ratio (r <= 1 always), so only those are fitted on the
+    # random sequences; the others keep r_random = nan ("not needed")
+    maybe = np.flatnonzero(r_true <= 1.0 / cfg.min_ratio)
+    if len(maybe):
+        _, r_rand[maybe] = run(maybe, x_rand, refine=False)
+    # unused parameter slots are reported as 0
+    for c, e in enumerate(exprs):
+        params[c, e.n_params:] = 0.0
+    return FitResult(params=params, r_true=r_true, r_random=r_rand)
+
+
+def survivors(fit: FitResult, cfg: FilterConfig = FilterConfig()) -> np.ndarray:
+    """Indices of candidates conserved >= ``min_ratio`` times better on true than on random data."""
+    ok = np.isfinite(fit.r_true) & np.isfinite(fit.r_random) & (fit.r_random >= cfg.min_ratio * fit.r_true)
+    return np.flatnonzero(ok)
+
+
+def deduplicate(exprs: Sequence[Expr], params: np.ndarray, segments: np.ndarray, idx: np.ndarray,
+                cfg: FilterConfig = FilterConfig()) -> np.ndarray:
+    """Keep one of each group of affinely equivalent fitted formulas (simplest first); returns indices."""
+    if len(idx) == 0:
+        return idx
+    seg = prepare_segments(segments, cfg)
+    x = torch.as_tensor(seg.reshape(-1, seg.shape[-1]), dtype=torch.float64)
+    sub = [exprs[i] for i in idx]
+    prog = compile_programs(sub, max(e.size for e in sub))
+    with torch.no_grad():
+        v = evaluate(prog, x, torch.as_tensor(params[idx], dtype=torch.float64))
+    v = v - v.mean(1, keepdim=True)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    order = sorted(range(len(idx)), key=lambda j: (sub[j].size, sub[j].n_params, sub[j].key))
+    kept: list[int] = []
+    for j in order:  # survivors are few (hundreds): a loop over them, vectorised over the kept ones
+        if kept:
+            corr = (v[kept] @ v[j]).abs()
+            if bool((corr >= 1 - cfg.dedup_tol).any()):
+                continue
+        kept.append(j)
+    return idx[np.array(sorted(kept), dtype=np.int64)]
+
+
+__all__ = ["FilterConfig", "FitResult", "base_log_scales", "conservation_ratio", "deduplicate", "fit_candidates",
+           "prepare_segments", "survivors"]
