@@ -54,7 +54,7 @@ class FilterConfig:
     chunk_size: int = 4096
     max_segments: int = 32
     max_points_per_segment: int = 12
-    dedup_tol: float = 1e-4
+    dedup_tol: float = 1e-7
     seed: int = 0
     dtype: str = "float32"
 

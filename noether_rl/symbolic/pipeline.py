@@ -1,0 +1,325 @@
+"""The whole discovery pipeline (issue 12): enumerate -> conservation filter -> screen -> meta-tailor -> report.
+
+:func:`discover` takes training and test :class:`~noether_rl.data.trajectories.Trajectories` and the
+inputs' units; it never sees a system name or formula. An optional ``reference`` callable (e.g. a
+known energy, supplied by the caller for synthetic systems) is evaluated the same way as the winner,
+as the "oracle" column; it plays no part in any selection.
+
+Selection uses training data only: the filter fits on training trajectories, the screen and the
+meta-tailoring rank by training loss, the inner lr is chosen by the screen. Test trajectories are
+only rolled out at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noether_rl.data.trajectories import Trajectories
+from noether_rl.errors import UserError
+from noether_rl.symbolic.dsl import FREE, parameter_units, to_sympy
+from noether_rl.symbolic.enumerate import EnumerationConfig, drop_parameter_redundant, enumerate_formulas
+from noether_rl.symbolic.fit import FilterConfig, deduplicate, fit_candidates, survivors
+from noether_rl.symbolic.search import (
+    CallableFormula,
+    FittedFormula,
+    SearchConfig,
+    meta_tailor,
+    pretrain_mlp,
+    rollout_rmse,
+    screen,
+    training_loss,
+)
+from noether_rl.symbolic.units import Dim, format_units
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    enumeration: EnumerationConfig = field(default_factory=EnumerationConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds (MLP weights); discovery itself runs on the first
+    filter_data: str = "auto"  # "auto": noise-free x_clean when the data have it, else observed x; "observed"
+    window: int = 10  # with fewer than 4 trajectories, conservation is measured on windows of this many points
+    max_screened: int = 300  # survivors screened (the most conserved first)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.filter_data not in ("auto", "observed"):
+            raise UserError(f"filter_data must be 'auto' or 'observed', got {self.filter_data!r}")
+        if not self.seeds:
+            raise UserError("need at least one seed")
+
+
+def conservation_segments(traj: Trajectories, cfg: DiscoverConfig) -> tuple[np.ndarray, str]:
+    """Segments [S, T, D] for the conservation filter and a note saying what they are."""
+    use_clean = cfg.filter_data == "auto" and traj.x_clean is not None
+    x = traj.x_clean if use_clean else traj.x
+    what = "noise-free states (x_clean)" if use_clean else "observed states (x)"
+    if x.shape[0] >= 4:
+        return x, f"{x.shape[0]} training trajectories, {what}"
+    W = cfg.window
+    if x.shape[1] < 2 * W:
+        raise UserError(f"trajectories are too short to measure conservation: {x.shape[1]} points and only "
+                        f"{x.shape[0]} trajectories (need >= 4 trajectories or >= {2 * W} points)")
+    n = x.shape[1] // W
+    seg = x[:, : n * W].reshape(x.shape[0] * n, W, x.shape[2])
+    return seg, f"{seg.shape[0]} windows of {W} points of {x.shape[0]} training trajectories, {what}"
+
+
+def _bar(total: int, desc: str, on: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not on, leave=False)
+
+
+def _mean_se(v: np.ndarray) -> dict[str, float]:
+    v = np.asarray(v, dtype=np.float64)
+    return {"mean": float(np.mean(v)), "se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0,
+            "n": len(v)}
+
+
+def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg: DiscoverConfig = DiscoverConfig(),
+             *, reference: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
+    """Run the pipeline; returns the JSON-able report (see the module docstring). UserError on bad input."""
+    names = list(units)
+    D = train.dim
+    if len(names) != D:
+        raise UserError(f"{len(names)} units given ({format_units(units)}) but the data have {D} state "
+                        f"dimensions {list(train.names)}")
+    if list(train.names) != names and not all(n.startswith("x") for n in train.names):
+        raise UserError(f"units name the inputs {names} but the data's names are {list(train.names)}; "
+                        "give units in the data's order and names")
+    dims = list(units.values())
+    times: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    prog = cfg.progress
+
+    # 1. enumeration
+    t0 = time.perf_counter()
+    cands = enumerate_formulas(dims, cfg.enumeration)
+    counts["enumerated"] = len(cands)
+    cands = drop_parameter_redundant(cands)
+    counts["after_parameter_redundancy"] = len(cands)
+    exprs = [c.expr for c in cands]
+    times["enumerate"] = time.perf_counter() - t0
+
+    # 2. conservation filter (training data only)
+    t0 = time.perf_counter()
+    seg, seg_note = conservation_segments(train, cfg)
+    with _bar(len(exprs), "conservation filter", prog) as bar:
+        fit = fit_candidates(exprs, dims, seg, cfg.filter, progress=bar.update)
+    passed = survivors(fit, cfg.filter)
+    counts["conserved"] = len(passed)
+    kept = deduplicate(exprs, fit.params, seg, passed, cfg.filter)
+    counts["after_dedup"] = len(kept)
+    times["filter"] = time.perf_counter() - t0
+    if len(kept) == 0:
+        best = np.nanmin(fit.r_true) if np.isfinite(fit.r_true).any() else float("nan")
+        raise UserError(f"no formula passed the conservation filter (best within/total variance ratio {best:.3g} "
+                        f"on {seg_note}; it must be {cfg.filter.min_ratio:g}x below random): lower the "
+                        "threshold, give noise-free trajectories, or check the units")
+    kept = kept[np.argsort(fit.r_true[kept], kind="stable")][: cfg.max_screened]
+    counts["screened"] = len(kept)
+
+    # 3. screen with one tailoring step of the pre-trained MLP (training points)
+    t0 = time.perf_counter()
+    sc = cfg.search
+    dtype = getattr(torch, sc.dtype)
+    dt = train.nominal_dt()
+    xs_np, ys_np = train.targets()
+    x = torch.as_tensor(xs_np, dtype=dtype)
+    y = torch.as_tensor(ys_np, dtype=dtype)
+    pred0 = pretrain_mlp(x, y, dt, sc, cfg.seeds[0])
+    times["pretrain"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    formulas = [FittedFormula(exprs[i], fit.params[i], x).to(dtype) for i in kept]
+    with _bar(len(formulas), "screen", prog) as bar:
+        S = screen(pred0, formulas, x, y, sc, progress=bar.update)
+    base_loss = training_loss(pred0, None, 0.0, x, y, sc)
+    best_j = np.nanargmin(np.where(np.isnan(S), np.inf, S), axis=1)
+    best_loss = S[np.arange(len(kept)), best_j]
+    order = np.argsort(np.where(np.isnan(best_loss), np.inf, best_loss), kind="stable")[: sc.top_k]
+    counts["meta_tailored"] = len(order)
+    times["screen"] = time.perf_counter() - t0
+
+    # 4. meta-tailor the top formulas; the best final training loss wins
+    t0 = time.perf_counter()
+    meta: dict[int, Any] = {}
+    with _bar(len(order), "meta-tailor", prog) as bar:
+        for j in order:
+            lr = 10.0 ** sc.lr_exponents[best_j[j]]
+            meta[int(j)] = meta_tailor(pred0, formulas[j], lr, x, y, sc, cfg.seeds[0])
+            bar.update(1)
+    ok = [j for j, m in meta.items() if not m.diverged]
+    counts["not_diverged"] = len(ok)
+    times["meta_tailor"] = time.perf_counter() - t0
+    if not ok:
+        raise UserError("every meta-tailored formula diverged; lower --meta-lr or the inner-lr grid")
+    win = min(ok, key=lambda j: meta[j].final)
+
+    def describe(j: int) -> dict[str, Any]:
+        i = int(kept[j])
+        e = exprs[i]
+        p = fit.params[i][: e.n_params]
+        fu, pu = parameter_units(e, dims)
+        return {
+            "formula": str(to_sympy(e, names, p)), "template": str(to_sympy(e, names)), "params": p.tolist(),
+            "param_units": [str(u) for u in pu], "units": "free (set by a parameter)" if fu is FREE else str(fu),
+            "size": e.size, "r_true": float(fit.r_true[i]), "r_random": float(fit.r_random[i]),
+            "conservation_ratio": float(fit.r_random[i] / fit.r_true[i]) if fit.r_true[i] > 0 else None,
+            "screen_loss": float(best_loss[j]) if np.isfinite(best_loss[j]) else None,
+            "inner_lr": float(10.0 ** sc.lr_exponents[best_j[j]]),
+            "meta_final_train_loss": (meta[j].final if j in meta and np.isfinite(meta[j].final) else None),
+            "diverged": bool(meta[j].diverged) if j in meta else None,
+        }
+
+    # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any)
+    t0 = time.perf_counter()
+    ref = test.x_clean if test.x_clean is not None else test.x
+    g_win = formulas[win]
+    lr_win = 10.0 ** sc.lr_exponents[best_j[win]]
+    g_ref = CallableFormula(reference, x).to(dtype) if reference is not None else None
+    lr_ref = None
+    rm: dict[str, list[np.ndarray]] = {"mlp": [], "noether": [], "reference": []}
+    rollouts: dict[str, np.ndarray] = {}
+    with _bar(len(cfg.seeds), "evaluate seeds", prog) as bar:
+        for s in cfg.seeds:
+            pred = pred0 if s == cfg.seeds[0] else pretrain_mlp(x, y, dt, sc, s)
+            r_mlp, ro_mlp = rollout_rmse(pred, None, 0.0, ref, test.t, dt, sc)
+            m = meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)
+            r_win, ro_win = rollout_rmse(m.predictor, g_win, lr_win, ref, test.t, dt, sc)
+            rm["mlp"].append(r_mlp)
+            rm["noether"].append(r_win)
+            if g_ref is not None:
+                if lr_ref is None:  # chosen like the winner's: one-step screen on training points
+                    sref = screen(pred0, [g_ref], x, y, sc)[0]
+                    lr_ref = 10.0 ** sc.lr_exponents[int(np.nanargmin(np.where(np.isnan(sref), np.inf, sref)))]
+                mr = meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)
+                r_ref, ro_ref = rollout_rmse(mr.predictor, g_ref, lr_ref, ref, test.t, dt, sc)
+                rm["reference"].append(r_ref)
+                if s == cfg.seeds[0]:
+                    rollouts["reference"] = ro_ref
+            if s == cfg.seeds[0]:
+                rollouts["mlp"], rollouts["noether"] = ro_mlp, ro_win
+            bar.update(1)
+    times["evaluate"] = time.perf_counter() - t0
+
+    rmse: dict[str, Any] = {}
+    per_traj = {k: np.mean(np.stack(v), 0) for k, v in rm.items() if v}  # [N test] averaged over seeds
+    for k, v in rm.items():
+        if v:
+            rmse[k] = {"per_trajectory": _mean_se(per_traj[k]),
+                       "per_seed": [float(np.mean(a)) for a in v]}
+    paired = {"noether_minus_mlp": _mean_se(per_traj["noether"] - per_traj["mlp"])}
+    if "reference" in per_traj:
+        paired["noether_minus_reference"] = _mean_se(per_traj["noether"] - per_traj["reference"])
+        paired["reference_minus_mlp"] = _mean_se(per_traj["reference"] - per_traj["mlp"])
+
+    survivors_out = [describe(j) for j in range(len(kept))]
+    report = {
+        "units": format_units(units),
+        "inputs": names,
+        "counts": counts,
+        "conservation_data": seg_note,
+        "counting_rule": "formulas of size <= max_size nodes (leaves, unary, binary), unit-checked, commutativity-"
+                         "canonical, no parameter-only subtree, not constant by construction; see "
+                         "noether_rl.symbolic.enumerate",
+        "survivors": survivors_out,
+        "winner": describe(win),
+        "mlp_train_loss": base_loss,
+        "rmse": rmse,
+        "paired": paired,
+        "reference_inner_lr": lr_ref,
+        "n_test_trajectories": int(ref.shape[0]),
+        "seeds": list(cfg.seeds),
+        "dt": dt,
+        "times_s": times,
+        "config": asdict(cfg),
+    }
+    report["_rollouts"] = rollouts  # popped by write_outputs (arrays, not JSON)
+    report["_plot"] = {"ref": ref, "t": test.t, "g": g_win, "g_ref": g_ref}
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    w = report["winner"]
+    c = report["counts"]
+    r = report["rmse"]
+    lines = [
+        f"inputs {report['units']}: {c['enumerated']} formulas enumerated, {c['after_parameter_redundancy']} "
+        f"after parameter-redundancy pruning, {c['conserved']} conserved, {c['after_dedup']} distinct, "
+        f"{c['meta_tailored']} meta-tailored",
+        f"law found: {w['formula']}   [units {w['units']}; parameter units {', '.join(w['param_units']) or '-'}]",
+        f"test rollout RMSE: MLP {r['mlp']['per_trajectory']['mean']:.4g} -> Noether "
+        f"{r['noether']['per_trajectory']['mean']:.4g} (paired difference "
+        f"{report['paired']['noether_minus_mlp']['mean']:+.3g} +- {report['paired']['noether_minus_mlp']['se']:.2g})",
+    ]
+    if "reference" in r:
+        lines.append(f"reference law RMSE {r['reference']['per_trajectory']['mean']:.4g} (Noether - reference "
+                     f"{report['paired']['noether_minus_reference']['mean']:+.3g} +- "
+                     f"{report['paired']['noether_minus_reference']['se']:.2g})")
+    return "\n".join(lines)
+
+
+def write_outputs(out: str | Path, report: dict[str, Any]) -> list[Path]:
+    """formulas.json, winner.png (winner along test trajectories vs the reference), summary.txt; atomic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from noether_rl.utils.io import atomic_output_path, atomic_write_bytes, atomic_write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = dict(report)
+    report.pop("_rollouts", None)
+    plot = report.pop("_plot")
+    written = []
+    ref, t, g, g_ref = plot["ref"], plot["t"], plot["g"], plot["g_ref"]
+    n = min(5, ref.shape[0])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    with torch.no_grad():
+        for i in range(n):
+            xi = torch.as_tensor(ref[i], dtype=torch.float64)
+            line, = ax.plot(t[i], g.double()(xi)[:, 0].numpy(), lw=1.5, label="winner" if i == 0 else None)
+            if g_ref is not None:
+                ax.plot(t[i], g_ref.double()(xi)[:, 0].numpy(), "--", color=line.get_color(), lw=1,
+                        label="reference energy" if i == 0 else None)
+    ax.set_xlabel("t")
+    ax.set_ylabel("standardised value")
+    ax.set_title(f"{report['winner']['formula']} along {n} test trajectories")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output_path(out / "winner.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    written.append(out / "winner.png")
+    atomic_write_bytes(out / "summary.txt", (summary(report) + "\n").encode())
+    written.append(out / "summary.txt")
+    atomic_write_json(out / "formulas.json", _jsonable(report))  # last: its presence means the run finished
+    written.append(out / "formulas.json")
+    return written
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    return obj
+
+
+__all__ = ["DiscoverConfig", "conservation_segments", "discover", "summary", "write_outputs"]

@@ -1,0 +1,221 @@
+"""Screen and meta-tailor the conserved formulas (paper §4.2): which conservation law helps prediction?
+
+Uses the state-space domain as it is: :class:`~noether_rl.models.statespace.VectorFieldMLP` as a
+:class:`~noether_rl.models.statespace.StateSpacePredictor` (per-example weights as adaptables), the
+generic :class:`~noether_rl.noether.NoetherNetwork` with a fitted formula as its fixed g, and the
+tailoring engine underneath. Nothing here knows which system the data came from.
+
+1. :func:`pretrain_mlp`: HNN's baseline, full-batch Adam on MSE(f(x), dx/dt).
+2. :func:`screen`: one Noether inner step of the pre-trained MLP per training point with each
+   formula as the loss, for every inner lr ``10^k``; the training MSE of the tailored dx/dt ranks the
+   formulas (each at its best lr).
+3. :func:`meta_tailor`: the top formulas are meta-tailored (outer loss: MSE of the tailored dx/dt,
+   second order through the inner step) from the pre-trained MLP; the best final *training* loss wins;
+   runs whose loss goes non-finite or ends above ``diverge_factor`` x its start are dropped.
+4. :func:`rollout_rmse`: long-term prediction from each test trajectory's first state (Euler with the
+   data's time step, tailoring at every step when a formula is given).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from noether_rl.models.statespace import MLPConfig, PredictorConfig, StateSpacePredictor, VectorFieldMLP
+from noether_rl.noether import NoetherConfig, NoetherNetwork
+from noether_rl.symbolic.dsl import Expr
+from noether_rl.symbolic.program import evaluate_one
+from noether_rl.tailoring import TailorConfig
+
+LR_EXPONENTS = tuple(-3.0 + 0.5 * i for i in range(9))  # 10^-3 ... 10^1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    hidden: int = 200
+    pretrain_steps: int = 2000
+    pretrain_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_exponents: tuple[float, ...] = LR_EXPONENTS
+    top_k: int = 20
+    meta_epochs: int = 100
+    meta_lr: float = 1e-3
+    meta_batch: int | None = None  # None: full batch (one outer step per epoch, like HNN's training)
+    adapt: str = "readout"  # per-example weights adapted: "readout" (output layer) or "weights" (all)
+    screen_points: int = 512  # training points used by the screen (evenly spaced subsample)
+    diverge_factor: float = 10.0
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)
+
+
+class FittedFormula(nn.Module):
+    """A fitted formula as a fixed Noether embedding g: x [N, D] -> [N, 1], standardised on training data
+    (so that one inner-lr grid serves formulas of any scale)."""
+
+    pairs = False
+
+    def __init__(self, expr: Expr, params: Sequence[float], x_train: Tensor) -> None:
+        super().__init__()
+        self.expr = expr
+        self.register_buffer("params", torch.as_tensor(np.asarray(params[: max(1, expr.n_params)], dtype=np.float64)))
+        with torch.no_grad():
+            v = self.raw(x_train.double())
+        self.register_buffer("mu", v.mean())
+        self.register_buffer("sd", v.std().clamp_min(1e-12))
+
+    def raw(self, x: Tensor) -> Tensor:
+        return evaluate_one(self.expr, x, self.params.to(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((self.raw(x) - self.mu.to(x.dtype)) / self.sd.to(x.dtype)).unsqueeze(-1)
+
+
+class CallableFormula(nn.Module):
+    """A reference g given as a torch callable x [N, D] -> [N] (e.g. a known energy), standardised likewise."""
+
+    pairs = False
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], x_train: Tensor) -> None:
+        super().__init__()
+        self.fn = fn
+        with torch.no_grad():
+            v = fn(x_train.double())
+        self.register_buffer("mu", v.mean())
+        self.register_buffer("sd", v.std().clamp_min(1e-12))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((self.fn(x) - self.mu.to(x.dtype)) / self.sd.to(x.dtype)).unsqueeze(-1)
+
+
+def pretrain_mlp(x: Tensor, y: Tensor, dt: float, cfg: SearchConfig, seed: int) -> StateSpacePredictor:
+    """HNN's vanilla MLP: ``pretrain_steps`` full-batch Adam steps on MSE(f(x), dx/dt)."""
+    torch.manual_seed(seed)
+    field_ = VectorFieldMLP(MLPConfig(dim=x.shape[1], hidden=cfg.hidden)).to(x.dtype)
+    opt = torch.optim.Adam(field_.parameters(), lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
+    for _ in range(cfg.pretrain_steps):
+        loss = (field_(x) - y).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if not torch.isfinite(loss):
+        raise RuntimeError("MLP pre-training diverged")
+    return StateSpacePredictor(field_, PredictorConfig(dt=dt))
+
+
+def noether_net(pred: StateSpacePredictor, g: nn.Module, lr: float, cfg: SearchConfig) -> NoetherNetwork:
+    tc = TailorConfig(steps=1, lr=lr, step_rule="sgd", order="second")
+    return NoetherNetwork(pred, g, NoetherConfig(tailor=tc, adapt=cfg.adapt, form="a"))
+
+
+def tailored_field(net: NoetherNetwork, x: Tensor) -> Tensor:
+    """x [B, D] -> dx/dt with each example's weights tailored by one Noether step at x."""
+    B = x.shape[0]
+    out = net.predict(x[:, None], x.new_zeros(B, 1, 0), 1)
+    adapted = out.result.adapted if out.result is not None else None
+    return net.predictor.vector_field(x, adapted)  # type: ignore[operator]
+
+
+def screen(pred: StateSpacePredictor, formulas: Sequence[nn.Module], x: Tensor, y: Tensor,
+           cfg: SearchConfig, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Training MSE of the once-tailored pre-trained MLP: [n_formulas, n_lrs] (nan where non-finite)."""
+    idx = np.unique(np.linspace(0, x.shape[0] - 1, min(cfg.screen_points, x.shape[0])).round().astype(int))
+    xs, ys = x[idx], y[idx]
+    out = np.full((len(formulas), len(cfg.lr_exponents)), np.nan)
+    with torch.no_grad():
+        for i, g in enumerate(formulas):  # a few hundred formulas; each call is batched over points
+            for j, k in enumerate(cfg.lr_exponents):
+                f = tailored_field(noether_net(pred, g, 10.0 ** k, cfg), xs)
+                out[i, j] = float((f - ys).pow(2).mean())
+            if progress is not None:
+                progress(1)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+@dataclass
+class MetaResult:
+    predictor: StateSpacePredictor
+    curve: list[float]
+    diverged: bool
+
+    @property
+    def final(self) -> float:
+        return self.curve[-1] if self.curve and not self.diverged else math.inf
+
+
+def meta_tailor(pred0: StateSpacePredictor, g: nn.Module, lr: float, x: Tensor, y: Tensor, cfg: SearchConfig,
+                seed: int) -> MetaResult:
+    """Alg. 1 with a fixed g: fine-tune a copy of the pre-trained MLP through one inner step per point."""
+    pred = copy.deepcopy(pred0)
+    net = noether_net(pred, g, lr, cfg)
+    opt = torch.optim.Adam(pred.parameters(), lr=cfg.meta_lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    batch = cfg.meta_batch or n
+    curve: list[float] = []
+    for _ in range(cfg.meta_epochs):
+        perm = torch.randperm(n, generator=gen)
+        tot = torch.zeros((), dtype=x.dtype)
+        for s in range(0, n, batch):
+            b = perm[s:s + batch]
+            loss = (tailored_field(net, x[b]) - y[b]).pow(2).mean()
+            if not torch.isfinite(loss):
+                return MetaResult(pred, curve + [math.inf], True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot = tot + loss.detach() * b.numel()
+        curve.append(float(tot) / n)  # one host sync per epoch
+    diverged = (not math.isfinite(curve[-1])) or curve[-1] > cfg.diverge_factor * curve[0]
+    return MetaResult(pred, curve, diverged)
+
+
+def training_loss(pred: StateSpacePredictor, g: nn.Module | None, lr: float, x: Tensor, y: Tensor,
+                  cfg: SearchConfig) -> float:
+    with torch.no_grad():
+        f = pred.vector_field(x) if g is None else tailored_field(noether_net(pred, g, lr, cfg), x)
+        return float((f - y).pow(2).mean())
+
+
+def rollout(pred: StateSpacePredictor, g: nn.Module | None, lr: float, x0: Tensor, t: np.ndarray, dt: float,
+            cfg: SearchConfig) -> Tensor:
+    """Euler rollout from x0 [B, D] over time stamps t [T] shared by the batch (a gap of m*dt takes m
+    steps); tailoring at every step when ``g`` is given. Returns [B, T, D] (index 0 = x0)."""
+    net = None if g is None else noether_net(pred, g, lr, cfg)
+    m = np.maximum(1, np.rint(np.diff(t) / dt).astype(int))
+    xs = [x0]
+    x = x0
+    with torch.no_grad():
+        for mk in m:  # the rollout itself; each step is batched over B
+            for _ in range(int(mk)):
+                f = pred.vector_field(x) if net is None else tailored_field(net, x)
+                x = x + f * dt
+            xs.append(x)
+    return torch.stack(xs, 1)
+
+
+def rollout_rmse(pred: StateSpacePredictor, g: nn.Module | None, lr: float, ref: np.ndarray, t: np.ndarray,
+                 dt: float, cfg: SearchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trajectory RMSE [N] of rollouts from ``ref[:, 0]`` against ``ref`` [N, T, D]; also the rollouts.
+
+    Trajectories are grouped by their time spacing (one batched rollout per group)."""
+    dtype = getattr(torch, cfg.dtype)
+    out = np.full(ref.shape, np.nan)
+    keys = [tuple(np.round(np.diff(ti), 6)) for ti in t]
+    for key in sorted(set(keys)):
+        idx = [i for i, k in enumerate(keys) if k == key]
+        x0 = torch.as_tensor(ref[idx, 0], dtype=dtype)
+        out[idx] = rollout(pred, g, lr, x0, t[idx[0]], dt, cfg).double().numpy()
+    with np.errstate(all="ignore"):
+        rmse = np.sqrt(((out - ref) ** 2).mean(axis=(1, 2)))
+    return np.where(np.isfinite(rmse), rmse, np.inf), out
+
+
+__all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "MetaResult", "SearchConfig", "meta_tailor",
+           "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "screen", "tailored_field", "training_loss"]

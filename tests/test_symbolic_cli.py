@@ -1,0 +1,73 @@
+"""`noether-rl discover` end to end on a tiny system, and its bad-input handling (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noether_rl.cli.main import main
+from noether_rl.data.systems import GenerateConfig, generate, spring
+from noether_rl.data.trajectories import Trajectories, save_trajectories
+
+FAST = ["--top-k", "2", "--meta-epochs", "2", "--pretrain-steps", "30", "--seeds", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def spring_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # k m = 1: H = (q^2 + p^2)/2 for dimensionless inputs, a size-5 formula
+    traj = generate(spring(k=1.5, m=1 / 1.5), GenerateConfig(n_trajectories=10, noise_std=0.05, seed=3, n_points=16))
+    p = tmp_path_factory.mktemp("data") / "spring.npz"
+    save_trajectories(p, traj)
+    return p
+
+
+def test_discover_trajectories_end_to_end(spring_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    rc = main(["discover", "--trajectories", str(spring_npz), "--units", "q=1, p=1", "--max-size", "5",
+               "--out", str(out), *FAST])
+    assert rc == 0
+    rep = json.loads((out / "formulas.json").read_text())
+    c = rep["counts"]
+    assert c["enumerated"] >= c["after_parameter_redundancy"] >= c["conserved"] >= c["after_dedup"] >= 1
+    templates = [f["template"].replace(" ", "") for f in rep["survivors"]]
+    assert "p**2+q**2" in templates  # the true law survives the filter (selection at these toy sizes is noise)
+    assert rep["winner"]["template"].replace(" ", "") in templates
+    assert rep["rmse"]["mlp"]["per_trajectory"]["n"] == 5 and rep["rmse"]["noether"]["per_trajectory"]["mean"] > 0
+    assert (out / "winner.png").stat().st_size > 0
+    assert "law found: " in capsys.readouterr().out
+
+
+def _err(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    rc = main(argv)
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error" in err
+    return err
+
+
+def test_discover_bad_input(spring_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "never"
+    base = ["discover", "--trajectories", str(spring_npz), "--out", str(out), *FAST]
+    assert "cannot parse unit" in _err(base + ["--units", "q=kg, p=1"], capsys)
+    assert "data have 2" in _err(base + ["--units", "q=L, p=M*L/T, r=T"], capsys)
+    assert "passed the conservation filter" in _err(base + ["--units", "q=1, p=1", "--max-size", "3"], capsys)
+    # NaNs, too short, missing units
+    x = np.random.default_rng(0).normal(size=(6, 12, 2))
+    bad = x.copy()
+    bad[0, 3, 1] = np.nan
+    p = tmp_path / "nan.npz"
+    np.savez(p, x=bad, dt=0.1)
+    assert "non-finite" in _err(["discover", "--trajectories", str(p), "--units", "q=1, p=1", "--out", str(out)],
+                                capsys)
+    p = tmp_path / "short.npz"
+    save_trajectories(p, Trajectories(x=x[:2, :5], t=np.tile(np.arange(5.0), (2, 1)), names=("q", "p")))
+    assert "too short" in _err(["discover", "--trajectories", str(p), "--units", "q=1, p=1", "--out", str(out)],
+                               capsys)
+    p = tmp_path / "nounits.npz"
+    save_trajectories(p, Trajectories(x=x, t=np.tile(np.arange(12.0), (6, 1)), names=("q", "p")))
+    assert "no units" in _err(["discover", "--trajectories", str(p), "--out", str(out)], capsys)
+    assert "--data" in _err(["discover", "--system", "real", "--out", str(out)], capsys)
+    assert not out.exists()
