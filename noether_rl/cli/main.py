@@ -25,7 +25,7 @@ from noether_rl.utils.io import missing_dirs, remove_empty_dirs
 
 # module names under noether_rl.cli, in help order
 SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "reproduce", "plan", "dream_train",
-               "analyze")
+               "analyze", "discover")
 
 
 class _Parser(argparse.ArgumentParser):
