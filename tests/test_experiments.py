@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from noether_rl.cli.main import main
 from noether_rl.experiments.pendulum_video import PendulumVideoConfig, run_pendulum_video
 from noether_rl.experiments.quickstart import QuickstartConfig, run_quickstart
@@ -24,16 +26,29 @@ def test_quickstart_toy_writes_report_with_both_models(tmp_path):
 
 
 def test_reproduce_pendulum_video_toy(tmp_path):
-    cfg = PendulumVideoConfig(out=str(tmp_path / "fig3"), scale="small", seeds=(0, 1), episodes=4, steps=12,
-                              train_episodes=2, n_future=4, device="cpu", progress=False,
-                              overrides={"svg_epochs": 1, "extra_epochs": 1, "width": 8, "g_dim": 8, "rnn_size": 16,
-                                         "eval_windows": 4, "eval_stride": 2})
+    cfg = PendulumVideoConfig(out=str(tmp_path / "fig3"), scale="small", seeds=(0, 1), episodes=6, steps=12,
+                              train_episodes=2, val_episodes=1, n_future=4, device="cpu", progress=False,
+                              overrides={"svg_epochs": 1, "meta_epochs": 1, "width": 8, "g_dim": 8, "rnn_size": 16,
+                                         "emb_width": 4, "eval_windows": 4, "eval_stride": 2})
     res = run_pendulum_video(cfg)
-    assert set(res["aggregate"]) == {"SVG", "SVG (more steps)", "Noether"}
-    mse = res["aggregate"]["Noether"]["metrics"]["mse"]
-    assert len(mse["per_seed"]) == 2 and len(mse["mean_per_step"]) == 4
-    assert "accepted" in res["verdict"]
+    five = {"SVG", "SVG (more steps)", "SVG (free-running fine-tune)", "Noether (random g_phi)", "Noether"}
+    assert set(res["models"]) == five | {"copy last frame"}
+    assert len(res["models"]["Noether"]["metrics"]["mse"]["mean_per_step"]) == 4
+    assert res["split"]["scored"] == "test" and res["split"]["test"] == [3, 4, 5]
+    controls = {r["control"] for r in res["verdict"]["rows"]}
+    assert controls == (five - {"Noether"}) | {"copy last frame"}
+    assert all(len(r["per_seed"]) == 2 for r in res["verdict"]["rows"])
     assert (tmp_path / "fig3" / "results.json").is_file()
+    # the random-g_phi control kept g_phi at its initialisation; Noether changed it
+    from noether_rl.training import load_checkpoint
+
+    def emb(run: str) -> dict:
+        m = load_checkpoint(tmp_path / "fig3" / "seed0" / run / "last.pt")["model"]
+        return {k: v for k, v in m.items() if "embedding" in k}
+
+    rnd, noe = emb("noether_random"), emb("noether")
+    torch.manual_seed(0)
+    assert any(not torch.equal(rnd[k], noe[k]) for k in rnd)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -248,3 +248,21 @@ def test_chunked_encode_decode_matches_single_call(monkeypatch):
     torch.testing.assert_close(r1.pred, r0.pred, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r1.kl, r0.kl, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(t1.pred, t0.pred, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_warm_start_shared_between_rollouts_equals_full_rollouts(stochastic):
+    m = _model(stochastic=stochastic).eval()
+    x, a = _data(m.cfg)
+    ad = m.adaptables(2, 3, kind="hidden")
+    ad["hidden_shift"] += 0.2
+    g0 = torch.Generator().manual_seed(3)
+    warm = m.warm_start(x[:, :3], a, 3, kind="hidden", generator=g0)
+    for adapt in (None, ad):
+        g1 = torch.Generator().manual_seed(3)
+        full = m.rollout(x[:, :3], a, 3, adapt=adapt, generator=g1)
+        gw = torch.Generator()
+        gw.set_state(g0.get_state())
+        shared = m.rollout(x[:, :3], a, 3, adapt=adapt, generator=gw, warm=warm)
+        torch.testing.assert_close(shared.pred, full.pred)
+    assert m.warm_start(x[:, :3], a, 3, kind="cn") is None

@@ -12,12 +12,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="reproduce a paper experiment")
     exp = p.add_subparsers(dest="experiment", required=True, parser_class=type(p))
     pv = exp.add_parser("pendulum-video", help="controlled pendulum video prediction (paper Fig. 3)")
-    pv.add_argument("--out", required=True)
+    pv.add_argument("--out", required=True, help="output directory (results.json, plots, video); rerun to resume")
     pv.add_argument("--scale", choices=sorted(SCALES), default="small",
                     help="paper: 64x64, full SVG, 50+20 epochs (GPU); small: 32x32, narrower, fewer epochs (CPU)")
-    pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2])
+    pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2], help="training seeds")
     pv.add_argument("--data", help="reuse this recording (recorded there if missing)")
-    pv.add_argument("--device", type=argtypes.device, default="auto")
+    pv.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    pv.add_argument("--no-progress", action="store_true", help="no progress bars")
     pv.set_defaults(func=run)
     ss = exp.add_parser("statespace", help="state-space spring / pendulum / real pendulum (paper Tables 1-2, Fig. 2)")
     ss.add_argument("--system", choices=["spring", "pendulum", "real", "all"], default="all")
@@ -36,13 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     res = run_pendulum_video(PendulumVideoConfig(out=args.out, scale=args.scale, seeds=tuple(args.seeds), data=args.data,
-                                                 device=args.device))
-    for name, a in res["aggregate"].items():
+                                                 device=args.device, progress=not args.no_progress))
+    for name, a in res["models"].items():
         m = a["metrics"]
-        print(f"{name:18s} mse {m['mse']['mean']:.5f} ± {m['mse']['se']:.5f}   ssim {m['ssim']['mean']:.4f} ± {m['ssim']['se']:.4f}")
-    v = res["verdict"]
-    print(f"Noether/SVG mse {v['noether_mse_over_svg']:.3f}, Noether/SVG(more) mse {v['noether_mse_over_svg_more']:.3f}; "
-          f"accepted: {v['accepted']}")
+        angle = f"   angle {m['angle_error']['mean']:.1f}°" if "angle_error" in m else ""
+        print(f"{name:30s} mse {m['mse']['mean']:.5f} ± {m['mse']['se']:.5f}   ssim {m['ssim']['mean']:.4f}{angle}")
+    for r in res["verdict"]["rows"]:
+        if r["subset"] == "all" and r["metric"] == "mse":
+            print(f"Noether - {r['control']:30s} mse {r['diff']:+.6f} ± {r['se']:.6f}  {'better' if r['better'] else '-'}")
     print(f"results: {args.out}/results.json")
     return 0
 

@@ -23,6 +23,7 @@ class EmbeddingConfig:
     channels: int = 3  # per frame (conv); the conv input is 2 consecutive frames stacked on channels
     image_size: int = 64
     emb_dim: int = 64
+    width: int = 32  # conv: channels of the first conv (the second has 2 * width); paper: 32
     in_dim: int = 2  # mlp: state dimension (2 consecutive states concatenated if pairs=True)
     hidden: int = 64  # mlp hidden
     pairs: bool = True  # the paper's design takes two consecutive frames
@@ -30,12 +31,15 @@ class EmbeddingConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("conv", "mlp"):
             raise UserError(f"EmbeddingConfig.kind must be 'conv' or 'mlp', got {self.kind!r}")
+        if self.width < 1:
+            raise UserError(f"EmbeddingConfig.width must be >= 1, got {self.width}")
         if self.kind == "conv" and self.image_size % 4:
             raise UserError(f"EmbeddingConfig.image_size must be divisible by 4, got {self.image_size}")
 
 
 class NoetherEmbedding(nn.Module):
-    """g_phi. conv: [2C, H, W] -> conv5x5(32)+ReLU+maxpool2 -> conv5x5(64)+ReLU+maxpool2 -> linear -> emb_dim;
+    """g_phi. conv: [2C, H, W] -> conv5x5(w)+ReLU+maxpool2 -> conv5x5(2w)+ReLU+maxpool2 -> linear -> emb_dim
+    (w = ``cfg.width``, paper 32);
     mlp: [in_dim * (2 if pairs else 1)] -> hidden -> hidden -> emb_dim (ReLU)."""
 
     def __init__(self, cfg: EmbeddingConfig) -> None:
@@ -43,10 +47,11 @@ class NoetherEmbedding(nn.Module):
         self.cfg = cfg
         k = 2 if cfg.pairs else 1
         if cfg.kind == "conv":
-            self.conv1 = nn.Conv2d(k * cfg.channels, 32, 5, 1, 2)
-            self.conv2 = nn.Conv2d(32, 64, 5, 1, 2)
+            w = cfg.width
+            self.conv1 = nn.Conv2d(k * cfg.channels, w, 5, 1, 2)
+            self.conv2 = nn.Conv2d(w, 2 * w, 5, 1, 2)
             side = cfg.image_size // 4
-            self.proj = nn.Linear(64 * side * side, cfg.emb_dim)
+            self.proj = nn.Linear(2 * w * side * side, cfg.emb_dim)
         else:
             self.mlp = nn.Sequential(
                 nn.Linear(k * cfg.in_dim, cfg.hidden), nn.ReLU(),

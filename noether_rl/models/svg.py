@@ -326,6 +326,20 @@ class _Modulation:
         return x
 
 
+@dataclass
+class WarmStart:
+    """Context part of an SVG rollout (see :meth:`SVG.warm_start`): codes of the observed frames
+    h_gt [B, n_enc, g_dim], decoder skip parts, recurrent states after the context, its KL."""
+
+    n_past: int
+    horizon: int
+    h_gt: Tensor
+    skip_outs: list[Tensor]
+    states: dict[str, LSTMState]
+    kl: Tensor | None
+    posterior: bool
+
+
 def _cn_part(adapt: AdaptDict | None) -> AdaptDict | None:
     cn = {k: v for k, v in (adapt or {}).items() if k.startswith("cn_")}
     return cn or None
@@ -491,8 +505,42 @@ class SVG(nn.Module):
 
     # -- the Predictor protocol ---------------------------------------------------------------------------
 
+    def warm_start(self, context: Tensor, actions: Tensor, horizon: int, *, kind: str,
+                   generator: torch.Generator | None = None, target: Tensor | None = None) -> WarmStart | None:
+        """The part of :meth:`rollout` that adaptables of ``kind`` cannot change: encoding the context and
+        the LSTM warm-up over it. A Noether Network computes it once and shares it between its initial and
+        final rollouts (``rollout(..., warm=...)``). None for "cn" (CN changes the encoder itself).
+        ``generator`` is advanced past the warm-up's samples; later rollouts fork from it."""
+        if kind == "cn":
+            return None
+        return self._warm(context, actions, horizon, None, generator, target)
+
+    def _warm(self, context: Tensor, actions: Tensor, horizon: int, cn: AdaptDict | None,
+              generator: torch.Generator | None, target: Tensor | None) -> WarmStart:
+        B, n_past = context.shape[:2]
+        L = n_past + horizon
+        if n_past < 1 or horizon < 1:
+            raise UserError(f"rollout needs n_past >= 1 and horizon >= 1, got {n_past}, {horizon}")
+        self._check_inputs(context, actions, L - 1)
+        device, dtype = context.device, context.dtype
+        posterior = self.cfg.stochastic and self.training and target is not None
+        gt = torch.cat([context, target.to(dtype)], 1) if posterior else context  # [B, n_enc, C, H, W]
+        s_idx = self.skip_index(n_past)
+        h_gt, skip_outs = self._encode_gt(gt, cn, slice(s_idx, s_idx + 1), self._chunk_examples(device, gt.shape[1]))
+        states = self._init_states(B, device, dtype)
+        kl: Tensor | None = None
+        no_mod = _Modulation()
+        for t in range(1, n_past):  # context steps: LSTM only, nothing decoded
+            g_next = h_gt[:, t] if self.cfg.stochastic else None
+            x_in, kl_t = self._step_inputs(h_gt[:, t - 1], actions[:, t - 1].to(dtype), states, g_next, generator)
+            kl = kl_t if kl is None else kl + kl_t
+            self._lstm_step(states["frame"], x_in, no_mod, -1)
+        return WarmStart(n_past=n_past, horizon=horizon, h_gt=h_gt, skip_outs=skip_outs, states=states, kl=kl,
+                         posterior=posterior)
+
     def rollout(self, context: Tensor, actions: Tensor, horizon: int, *, adapt: AdaptDict | None = None,
-                generator: torch.Generator | None = None, target: Tensor | None = None) -> Prediction:
+                generator: torch.Generator | None = None, target: Tensor | None = None,
+                warm: WarmStart | None = None) -> Prediction:
         """Free-running prediction of the ``horizon`` frames after ``context``.
 
         context: [B, n_past, C, H, W] in [0, 1]; actions: [B, >= n_past+horizon-1, A] (``actions[:, t]``
@@ -502,38 +550,31 @@ class SVG(nn.Module):
         Stochastic: the posterior runs over the context steps; over the predicted steps z comes from the
         posterior on ``target`` ([B, horizon, C, H, W]) when the module is in training mode and ``target``
         is given (SVG-LP training), otherwise from the learned prior. ``kl`` sums KL(q||p) where the
-        posterior ran. -> Prediction(pred [B, horizon, C, H, W], kl [B] or None).
+        posterior ran. warm: a :meth:`warm_start` of the same inputs (skips the context part).
+        -> Prediction(pred [B, horizon, C, H, W], kl [B] or None).
         """
-        B, n_past = context.shape[:2]
-        L = n_past + horizon
-        if n_past < 1 or horizon < 1:
-            raise UserError(f"rollout needs n_past >= 1 and horizon >= 1, got {n_past}, {horizon}")
-        self._check_inputs(context, actions, L - 1)
-        device, dtype = context.device, context.dtype
-        actions = actions[:, : L - 1].to(dtype)
-        posterior = self.cfg.stochastic and self.training and target is not None
-        gt = torch.cat([context, target.to(dtype)], 1) if posterior else context  # [B, n_enc, C, H, W]
         cn, mod = _cn_part(adapt), _Modulation.from_adapt(adapt)
-
-        s_idx = self.skip_index(n_past)
-        h_gt, skip_outs = self._encode_gt(gt, cn, slice(s_idx, s_idx + 1), self._chunk_examples(device, gt.shape[1]))
-        states = self._init_states(B, device, dtype)
-        kl: Tensor | None = None
-        g_prev: Tensor | None = None  # code of the previous predicted frame
+        if warm is None:
+            warm = self._warm(context, actions, horizon, cn, generator, target)
+        elif cn is not None:
+            raise ValueError("a warm start cannot be shared with CN adaptables (they change the encoder)")
+        n_past, L = warm.n_past, warm.n_past + horizon
+        actions = actions[:, : L - 1].to(context.dtype)
+        states = {k: list(v) for k, v in warm.states.items()}  # the warm start is shared: never mutate it
+        kl, h_gt = warm.kl, warm.h_gt
+        g_prev: Tensor = h_gt[:, n_past - 1]  # code of the last observed (then predicted) frame
         preds: list[Tensor] = []
-        for t in range(1, L):
-            k = t - n_past  # index of the predicted frame (< 0: context step)
-            g_in = h_gt[:, t - 1] if k <= 0 else g_prev
-            g_next = h_gt[:, t] if (self.cfg.stochastic and (k < 0 or posterior)) else None
-            x_in, kl_t = self._step_inputs(g_in, actions[:, t - 1], states, g_next, generator)
+        for t in range(n_past, L):
+            k = t - n_past  # index of the predicted frame
+            g_next = h_gt[:, t] if warm.posterior else None
+            x_in, kl_t = self._step_inputs(g_prev, actions[:, t - 1], states, g_next, generator)
             kl = kl_t if kl is None else (kl if kl_t is None else kl + kl_t)
             top = self._lstm_step(states["frame"], x_in, mod, k)
-            if k >= 0:
-                code = mod.apply(torch.tanh(self.frame_predictor.out(top)), "code", k)  # [B, g_dim]
-                frame = self.decoder.forward_split(code, skip_outs, cn)  # [B, C, H, W]
-                preds.append(frame)
-                if t < L - 1:
-                    g_prev = self.encoder(frame, cn)[0]
+            code = mod.apply(torch.tanh(self.frame_predictor.out(top)), "code", k)  # [B, g_dim]
+            frame = self.decoder.forward_split(code, warm.skip_outs, cn)  # [B, C, H, W]
+            preds.append(frame)
+            if t < L - 1:
+                g_prev = self.encoder(frame, cn)[0]
         return Prediction(pred=torch.stack(preds, 1), kl=kl)
 
     def teacher_forced(self, frames: Tensor, actions: Tensor, n_past: int) -> Prediction:

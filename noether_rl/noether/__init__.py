@@ -7,8 +7,9 @@ Training, evaluation and agents all predict through here.
 """
 
 from noether_rl.noether.network import NoetherConfig, NoetherNetwork, NoetherOutput  # noqa: I001
+from noether_rl.noether.controls import LearnedAdaptation
 from noether_rl.noether.predict import Predict, frames_to_tensor, make_predict, tensor_to_frames
 from noether_rl.noether.predictor import Prediction, Predictor
 
-__all__ = ["Prediction", "Predictor", "NoetherConfig", "NoetherNetwork", "NoetherOutput", "Predict",
+__all__ = ["LearnedAdaptation", "Prediction", "Predictor", "NoetherConfig", "NoetherNetwork", "NoetherOutput", "Predict",
            "frames_to_tensor", "make_predict", "tensor_to_frames"]

@@ -126,14 +126,22 @@ class NoetherNetwork(nn.Module):
         lr_value = float(lr.detach()) if isinstance(lr, Tensor) else lr
         label = tcfg.label if not isinstance(lr, Tensor) else f"{tcfg.label} (learned lr {lr_value:.3g})"
 
-        def rollout(adapt: dict[str, Tensor] | None):
-            return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=_fork(generator),
-                                          target=target)
-
         if tcfg.steps == 0:
-            r = rollout(None)
+            r = self.predictor.rollout(context, actions, horizon, generator=_fork(generator), target=target)
             return NoetherOutput(pred=r.pred, initial=r.pred.detach(), result=None, kl=r.kl, inner_lr=lr_value,
                                  step_rule=label)
+        # predictors that can (SVG) compute the context part once and share it between the rollouts
+        gen = _fork(generator)
+        warm = None
+        if hasattr(self.predictor, "warm_start"):
+            warm = self.predictor.warm_start(context, actions, horizon, kind=self.cfg.adapt, generator=gen,
+                                             target=target)
+
+        def rollout(adapt: dict[str, Tensor] | None):
+            kw = {"warm": warm} if warm is not None else {}
+            return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=_fork(gen), target=target,
+                                          **kw)
+
         B = context.shape[0]
         adapt0 = self.predictor.adaptables(B, horizon, kind=self.cfg.adapt, device=context.device, dtype=context.dtype)
         initial: list[Tensor] = []

@@ -96,7 +96,7 @@ def check_config(ckpt: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise UserError(f"checkpoint {path} carries no valid config/model; it was not written by noether-rl")
     try:
-        if ckpt.get("kind", "svg") in ("svg", "noether"):  # the pixel-video recipe's TrainConfig; other domains
+        if ckpt.get("kind", "svg") in ("svg", "noether", "svg_adapted"):  # the pixel-video recipe's TrainConfig; other domains
             config_from_dict(ckpt["config"])  # (state-space, agents, ...) validate their own configs
     except (TypeError, KeyError, ValueError, AttributeError, UserError) as e:
         raise UserError(f"checkpoint {path} carries an invalid config ({_short(e)})") from None

@@ -40,6 +40,8 @@ class TrainConfig:
     noether: NoetherConfig | None = None
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # g_phi (used when ``noether`` is set)
     init_from: str | None = None  # checkpoint whose predictor weights start this run
+    freeze_embedding: bool = False  # control "random g_phi": g_phi stays at its random init (rest meta-trained)
+    learned_adapt: str | None = None  # control "free-running fine-tune": these adaptables as plain parameters
     train_predictor: bool = True  # meta-training: also update the predictor (paper pendulum: False)
     epochs: int = 50
     batch_size: int = 16

@@ -10,15 +10,17 @@ from torch import nn
 
 from noether_rl.errors import UserError
 from noether_rl.models import SVG
-from noether_rl.noether import NoetherNetwork
+from noether_rl.noether import LearnedAdaptation, NoetherNetwork
 from noether_rl.training.checkpoint import load_checkpoint
 from noether_rl.training.config import TrainConfig, config_from_dict
 from noether_rl.training.trainer import build_network
 
+VIDEO_KINDS = ("svg", "noether", "svg_adapted")  # checkpoint kinds of the pixel-video recipe
+
 
 @dataclass
 class LoadedModel:
-    kind: str  # "svg" | "noether"
+    kind: str  # "svg" | "noether" | "svg_adapted" (free-running fine-tune control)
     config: TrainConfig
     module: nn.Module  # SVG or NoetherNetwork, in eval mode, on the device
     epoch: int
@@ -26,12 +28,14 @@ class LoadedModel:
 
     @property
     def svg(self) -> SVG:
-        return self.module.predictor if isinstance(self.module, NoetherNetwork) else self.module  # type: ignore[return-value]
+        if isinstance(self.module, (NoetherNetwork, LearnedAdaptation)):
+            return self.module.predictor  # type: ignore[return-value]
+        return self.module  # type: ignore[return-value]
 
 
 def load_model(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedModel:
     ckpt = load_checkpoint(path, map_location=device)
-    if ckpt.get("kind") not in ("svg", "noether"):
+    if ckpt.get("kind") not in VIDEO_KINDS:
         raise UserError(f"{path} is a {ckpt.get('kind')!r} checkpoint, not a pixel-video SVG/Noether model")
     try:
         cfg = config_from_dict(ckpt["config"])

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from noether_rl.data import EpisodeWindows, episode_split, load_manifest
 from noether_rl.errors import UserError
 from noether_rl.models import SVG, NoetherEmbedding
-from noether_rl.noether import NoetherNetwork
+from noether_rl.noether import LearnedAdaptation, NoetherNetwork
 from noether_rl.training.checkpoint import load_checkpoint
 from noether_rl.training.config import TrainConfig
 from noether_rl.training.distributed import cleanup_distributed, init_distributed
@@ -39,11 +39,21 @@ def frame_mse(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def build_network(cfg: TrainConfig) -> nn.Module:
-    """SVG, or NoetherNetwork(SVG, conv g_phi) when ``cfg.noether`` is set (untrained weights)."""
+    """SVG; NoetherNetwork(SVG, conv g_phi) when ``cfg.noether`` is set; or the free-running fine-tune
+    control ``LearnedAdaptation(SVG)`` when ``cfg.learned_adapt`` is set (untrained weights)."""
     svg = SVG(cfg.model)
+    if cfg.noether is not None and cfg.learned_adapt:
+        raise UserError("a run is either a Noether Network (noether) or the free-running control (learned_adapt)")
+    if cfg.learned_adapt:
+        return LearnedAdaptation(svg, cfg.learned_adapt, cfg.data.n_future)
     if cfg.noether is None:
         return svg
     return NoetherNetwork(svg, NoetherEmbedding(cfg.embedding), cfg.noether)
+
+
+def run_kind(cfg: TrainConfig) -> str:
+    """Checkpoint kind: "svg", "noether" or "svg_adapted" (the free-running fine-tune control)."""
+    return "noether" if cfg.noether is not None else ("svg_adapted" if cfg.learned_adapt else "svg")
 
 
 class Objective(nn.Module):
@@ -63,11 +73,15 @@ class Objective(nn.Module):
 
     @property
     def svg(self) -> SVG:
-        return self.net.predictor if isinstance(self.net, NoetherNetwork) else self.net  # type: ignore[return-value]
+        return self.net.predictor if isinstance(self.net, (NoetherNetwork, LearnedAdaptation)) else self.net  # type: ignore[return-value]
 
     def forward(self, batch: tuple[Tensor, Tensor]) -> StepOutput:
         frames, actions = batch
         P = self.n_past
+        if isinstance(self.net, LearnedAdaptation):  # free-running outer loss, no inner step
+            p = self.net.rollout(frames[:, :P], actions, self.n_future, target=frames[:, P:])
+            loss = frame_mse(p.pred, frames[:, P:])
+            return StepOutput(loss if p.kl is None else loss + self.beta * p.kl, torch.ones_like(loss, dtype=torch.bool))
         if not isinstance(self.net, NoetherNetwork):
             p = self.net.teacher_forced(frames, actions, P)
             loss = frame_mse(p.pred, frames[:, 1:])
@@ -91,15 +105,27 @@ class Objective(nn.Module):
 
 def _param_groups(cfg: TrainConfig, obj: Objective) -> list[dict[str, Any]]:
     groups: list[dict[str, Any]] = []
-    if cfg.noether is None or cfg.train_predictor:
+    if _predictor_trains(cfg):
         groups.append({"params": list(obj.svg.parameters()), "lr": cfg.lr})
     else:
         obj.svg.requires_grad_(False)
+    if isinstance(obj.net, LearnedAdaptation):  # same optimiser settings as g_phi: the same budget
+        groups.append({"params": list(obj.net.adapt.parameters()), "lr": cfg.emb_lr})
     if isinstance(obj.net, NoetherNetwork):
-        groups.append({"params": list(obj.net.embedding.parameters()), "lr": cfg.emb_lr})
+        if cfg.freeze_embedding:  # the random-g_phi control
+            obj.net.embedding.requires_grad_(False)
+        else:
+            groups.append({"params": list(obj.net.embedding.parameters()), "lr": cfg.emb_lr})
         if obj.net.cfg.learn_inner_lr:
             groups.append({"params": [obj.net.log_inner_lr], "lr": cfg.inner_lr_lr})
+    if not groups:
+        raise UserError("nothing to train: the predictor is frozen and there is no g_phi, learned inner lr or "
+                        "learned adaptation")
     return groups
+
+
+def _predictor_trains(cfg: TrainConfig) -> bool:
+    return (cfg.noether is None and not cfg.learned_adapt) or cfg.train_predictor
 
 
 def _file_hash(path: str | Path) -> str:
@@ -165,7 +191,7 @@ def train(cfg: TrainConfig) -> Path:
                               cfg.data.val_episodes)
         d = cfg.data
         data = EpisodeWindows(d.root, d.n_past, d.n_future, split.train, stride=d.stride, device=device)
-        frozen = cfg.noether is not None and not cfg.train_predictor
+        frozen = not _predictor_trains(cfg)
         obj = Objective(build_network(cfg), d.n_past, d.n_future, cfg.beta, freeze_predictor=frozen).to(device)
         if cfg.init_from:
             load_predictor(obj.svg, load_checkpoint(cfg.init_from), cfg.init_from)
@@ -174,7 +200,7 @@ def train(cfg: TrainConfig) -> Path:
                          grad_clip=cfg.grad_clip, amp=cfg.amp, resume=cfg.resume, progress=cfg.progress,
                          tensorboard=cfg.tensorboard, desc="meta-train" if cfg.noether else "train")
         return fit(fcfg, obj, data, groups, device=device, dist_info=dist_info,
-                   kind="noether" if cfg.noether is not None else "svg", run_config=cfg.to_dict(),
+                   kind=run_kind(cfg), run_config=cfg.to_dict(),
                    identity=run_identity(cfg), validate=_validation(cfg, obj, device))
     finally:
         cleanup_distributed()
@@ -182,7 +208,7 @@ def train(cfg: TrainConfig) -> Path:
 
 def load_predictor(svg: SVG, ckpt: dict[str, Any], path: str | Path) -> None:
     """Load the SVG weights of an SVG or Noether checkpoint into ``svg`` (architectures must match)."""
-    prefix = "net.predictor." if ckpt.get("kind") == "noether" else "net."
+    prefix = "net.predictor." if ckpt.get("kind") in ("noether", "svg_adapted") else "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     theirs = ckpt["config"].get("model", {})
     mine = json.loads(json.dumps(svg.cfg.__dict__))
