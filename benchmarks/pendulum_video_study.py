@@ -1,11 +1,13 @@
-"""Issue-4 study: vary one thing of the Noether Network on top of a finished pendulum-video run's seed-0 SVG.
+"""Selection study for the Fig. 3 Noether configuration, scored on VALIDATION windows only.
 
-    python benchmarks/pendulum_video_study.py RUN_DIR VARIANT [--out DIR] [--data RECORDING]
+    python benchmarks/pendulum_video_study.py RUN_DIR VARIANT [--out DIR] [--epochs N]
 
-RUN_DIR is the --out of `noether-rl reproduce pendulum-video --scale small` (its data/ and seed0/svg are
-reused). VARIANT is one of the meta-training variants below (prints and writes JSON with held-out MSE /
-SSIM / PSNR), or "eval_lr" (inner-lr sweep at evaluation time with RUN_DIR's trained g_phi, plus a random
-g_phi) or "collapse" (embedding spread within vs across sequences, trained vs random g_phi).
+RUN_DIR is the --out of `noether-rl reproduce pendulum-video` (its data/ and seed0/svg are reused). Each
+variant meta-trains one Noether Network from the seed-0 SVG and scores it, the SVG and the copy-last floor on
+windows of the validation episodes (never the test episodes that `reproduce` reports), with paired
+episode-level differences against the SVG. VARIANT is one of the names in ``variants()`` (the inner step rule
+ablation: sgd / normalized / polyak; what is adapted; loss form; inner lr) or "eval_lr" (an evaluation-time
+inner-lr sweep with RUN_DIR's trained g_phi, plus a random g_phi).
 """
 
 from __future__ import annotations
@@ -18,11 +20,30 @@ from pathlib import Path
 
 import torch
 
-from noether_rl.experiments.evaluation import EvalConfig, evaluate_predictors, heldout_windows, make_predict
+from noether_rl.data import episode_split, load_manifest
+from noether_rl.eval.stats import compare
+from noether_rl.experiments.evaluation import COPY_LAST, eval_windows, make_predict, score_predictors
 from noether_rl.experiments.pendulum_video import PendulumVideoConfig, _configs
 from noether_rl.models import NoetherEmbedding
+from noether_rl.noether import NoetherConfig
+from noether_rl.tailoring import TailorConfig
 from noether_rl.training import train
 from noether_rl.training.loading import load_model
+
+
+def variants(base: NoetherConfig) -> dict[str, NoetherConfig]:
+    r = dataclasses.replace
+    return {
+        "default": base,
+        "sgd_learned_lr": r(base, tailor=r(base.tailor, step_rule="sgd", lr=1e-2), learn_inner_lr=True),
+        "normalized_fixed_lr": r(base, tailor=r(base.tailor, step_rule="normalized", lr=1.0), learn_inner_lr=False),
+        "polyak": r(base, tailor=TailorConfig(steps=1, lr=1.0, step_rule="polyak", trust_radius=1.0)),
+        "polyak_learned_lr": r(base, tailor=TailorConfig(steps=1, lr=1.0, step_rule="polyak"), learn_inner_lr=True),
+        "hidden": r(base, adapt="hidden"),
+        "cell": r(base, adapt="cell"),
+        "form_b": r(base, form="b"),
+        "steps2": r(base, tailor=r(base.tailor, steps=2, lr=base.tailor.lr / 2)),
+    }
 
 
 def main() -> None:
@@ -30,57 +51,45 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("variant")
     ap.add_argument("--out", default="study")
-    ap.add_argument("--data", help="the recording (default: RUN/data)")
+    ap.add_argument("--epochs", type=int, default=None, help="meta epochs (default: the scale's)")
+    ap.add_argument("--scale", default="small")
     args = ap.parse_args()
     run = Path(args.run)
-    cfg = PendulumVideoConfig(out=str(run), scale="small", progress=False)
-    spec = cfg.spec
-    data = Path(args.data) if args.data else run / "data"
-    _, _, meta = _configs(cfg, spec, data, 0)
-    ev = EvalConfig(data=str(data), n_past=4, n_future=26, stride=spec.eval_stride, max_windows=spec.eval_windows)
-    win, idx = heldout_windows(ev, torch.device("cpu"))
-    nc = meta.noether
-    assert nc is not None
-    variants = {
-        "hidden_fixed_lr": (dataclasses.replace(nc, learn_inner_lr=False), {"adapt_target": "hidden"}),
-        "hidden_learn_lr": (dataclasses.replace(nc, learn_inner_lr=True), {"adapt_target": "hidden"}),
-        "form_b": (dataclasses.replace(nc, form="b"), {}),
-        "output": (nc, {"adapt_target": "output"}),
-        "cell": (nc, {"adapt_target": "cell"}),
-        "per_step": (nc, {"adapt_target": "hidden", "adapt_per_step": True}),
-        "steps2": (dataclasses.replace(nc, tailor=dataclasses.replace(nc.tailor, steps=2, lr=nc.tailor.lr / 2)), {}),
-        "no_feedback_grad": (dataclasses.replace(nc, feedback_grad=False), {}),
-    }
-    out: dict[str, object] = {"variant": args.variant}
+    cfg = PendulumVideoConfig(out=str(run), scale=args.scale, progress=False)
+    spec, data = cfg.spec, run / "data"
+    meta = _configs(cfg, spec, data, 0)["noether"]
+    split = episode_split(len(load_manifest(data)["shards"]), cfg.train_episodes, cfg.val_episodes)
+    win, idx = eval_windows(str(data), split.val, cfg.n_past, cfg.n_future, spec.eval_stride, spec.eval_windows,
+                            seed=0, device=torch.device("cpu"))
+    svg = load_model(run / "seed0" / "svg" / "last.pt")
+    out: dict[str, object] = {"variant": args.variant, "split": "val", "episodes": split.val}
     if args.variant == "eval_lr":
         m = load_model(run / "seed0" / "noether" / "last.pt")
-        preds = {f"lr{lr}": make_predict(m, 4, 26, inner_lr=lr) for lr in (0.0, 0.5, 1.0, 2.0, 4.0)}
+        preds = {f"lr{lr}": make_predict(m, cfg.n_past, cfg.n_future, inner_lr=lr) for lr in (0.25, 0.5, 1.0, 2.0)}
         m_rand = load_model(run / "seed0" / "noether" / "last.pt")
-        m_rand.module.embedding = NoetherEmbedding(m_rand.module.cfg.embedding)
-        preds["random_g_lr1"] = make_predict(m_rand, 4, 26, inner_lr=1.0)
-        s, _ = evaluate_predictors(preds, win, idx, 4, 32, progress=False)
-        out.update({k: v["metrics"]["mse"]["mean"] for k, v in s.items()})
-    elif args.variant == "collapse":
-        frames, _ = win.batch(idx[:64])
-        m = load_model(run / "seed0" / "noether" / "last.pt")
-        for name, g in (("trained", m.module.embedding), ("random", NoetherEmbedding(m.module.cfg.embedding))):
-            with torch.no_grad():
-                e = g.embed_sequence(frames)  # [B, T-1, D]
-            within, across = e.std(dim=1).mean().item(), e[:, 0].std(dim=0).mean().item()
-            out[name] = {"norm": e.norm(dim=-1).mean().item(), "within": within, "across": across, "ratio": within / across}
+        m_rand.module.embedding = NoetherEmbedding(m_rand.module.embedding.cfg)
+        preds["random_g"] = make_predict(m_rand, cfg.n_past, cfg.n_future)
+        preds["SVG"] = make_predict(svg, cfg.n_past, cfg.n_future)
+        scored = score_predictors(preds, win, idx, cfg.n_past, 32, progress=False)
+        out["rows"] = compare("SVG", [k for k in preds if k != "SVG"] + [COPY_LAST], scored.scores, metrics=("mse",),
+                              subsets=["all"])
     else:
-        n, model_changes = variants[args.variant]
-        c = dataclasses.replace(meta, out=str(Path(args.out) / args.variant), noether=n,
-                                model=dataclasses.replace(meta.model, **model_changes))
+        n = variants(meta.noether)[args.variant]
+        c = dataclasses.replace(meta, out=str(Path(args.out) / args.variant), noether=n, val_windows=0,
+                                epochs=args.epochs or meta.epochs)
         t = time.perf_counter()
-        ck = train(c)
-        m = load_model(ck)
-        s, _ = evaluate_predictors({"v": make_predict(m, 4, 26)}, win, idx, 4, 32, progress=False)
-        out.update({"meta_train_s": time.perf_counter() - t, "inner_lr": float(m.module.log_inner_lr.exp()),
-                    **{k: s["v"]["metrics"][k]["mean"] for k in ("mse", "ssim", "psnr")}})
+        m = load_model(train(c))
+        preds = {"variant": make_predict(m, cfg.n_past, cfg.n_future), "SVG": make_predict(svg, cfg.n_past, cfg.n_future)}
+        scored = score_predictors(preds, win, idx, cfg.n_past, 32, progress=False)
+        rows = compare("variant", ["SVG", COPY_LAST], scored.scores, metrics=("mse", "ssim", "angle_error"),
+                       subsets=["all"])
+        out.update({"meta_train_s": time.perf_counter() - t, "step_rule": n.tailor.label,
+                    "inner_lr": float(m.module.inner_lr()),
+                    "paired_vs_svg": {r["metric"]: {"diff": r["diff"], "se": r["se"]} for r in rows
+                                      if r["control"] == "SVG"}})
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"{args.variant}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out))
+    (Path(args.out) / f"{args.variant}.json").write_text(json.dumps(out, indent=1, default=float))
+    print(json.dumps(out, default=float)[:2000])
 
 
 if __name__ == "__main__":
