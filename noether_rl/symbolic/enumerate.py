@@ -14,8 +14,26 @@ formulas of size 1..``max_size`` that
    (``P*q/q``, ``sq(sin q) + sq(cos q)``) numerically -- a formula whose value does not change over 64
    random inputs for two random parameter draws is dropped.
 
-Nothing else is pruned (no associativity, no ``P*(P*q)`` merging); observationally equivalent
-formulas are removed later, after their parameters are fitted (:mod:`noether_rl.symbolic.fit`).
+Nothing else is pruned by this count (no associativity, no ``P*(P*q)`` merging).
+:func:`drop_parameter_redundant` then removes formulas equivalent to a simpler one for every parameter
+value, before fitting; observationally equivalent fitted formulas are removed after the fit
+(:mod:`noether_rl.symbolic.fit`).
+
+Counts for ``max_size=7`` (all seven operations, parameters on; rules 1-3 / + rule 4 /
+after :func:`drop_parameter_redundant`), next to the paper's "depth 7" counts:
+
+=================  ====================  ======  ======  ======  =======
+system             units                 1-3     1-4     pruned  paper
+=================  ====================  ======  ======  ======  =======
+pendulum           q=1, p=M*L^2/T        33,869  33,171  27,486  41,460
+spring             q=L, p=M*L/T          13,603  12,984   9,835  72,372
+real pendulum      q=1, p=1/T            33,869  33,171  27,486  --
+both dimensionless q=1, p=1              82,106  81,290  71,206  --
+=================  ====================  ======  ======  ======  =======
+
+The paper does not state its counting rule or the units it gave the spring's inputs; that its spring
+count is the larger one suggests fewer unit restrictions there (with both inputs dimensionless we get
+81,290).
 """
 
 from __future__ import annotations
