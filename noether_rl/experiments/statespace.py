@@ -803,9 +803,15 @@ NOTES = {
                    "written for; rk4: classic RK4 with the same tailored vector field F (every query tailored).",
     "tailoring": "per query point: one inner step on |g(x) - g(x + f(x) dt)|^2 over per-example copies of the "
                  "MLP's adapted weights (noether_rl.tailoring engine, vmapped), then F(x) = f_tailored(x).",
-    "selection": "inner lr chosen by the rollout RMSE of the tailored pre-trained MLP on the TRAINING "
-                 "trajectories (real: non-overlapping windows of the training segment, test-window length); "
-                 "test data is used only for the reported numbers.",
+    "selection": "inner lr (and, where the step rule is 'auto' or on the step-rule comparison system, the step "
+                 "rule) chosen by the rollout RMSE of the tailored pre-trained MLP on the TRAINING trajectories "
+                 "(real: non-overlapping windows of the training segment, test-window length); the meta-tailoring "
+                 "epoch (0, E/2, E) is chosen by the same training score (epoch 0 = no fine-tuning). Test data is "
+                 "used only for the reported numbers.",
+    "noether_step": "the Noether loss compares g(x) with g of the predictor's one-step prediction made with the "
+                    "evaluation integrator: Euler -> the paper's x + f(x) dt; RK4 -> the RK4 step (so the true "
+                    "vector field has ~zero loss and tailoring only corrects model error).",
+    "zero_shot": "'Noether (law) zero-shot' = the same law and inner lr on the pre-trained MLP without meta-tailoring.",
     "standard_errors": "se_pooled: over (seed, test trajectory) pairs (independent trajectories for the ideal "
                        "systems, each seed draws new data); se_seeds: over the seed means. Real pendulum: one "
                        "test window per seed, so only the seed spread (weights) is a standard error there.",
