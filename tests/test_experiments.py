@@ -12,7 +12,8 @@ from noether_rl.experiments.quickstart import QuickstartConfig, run_quickstart
 
 
 def test_quickstart_toy_writes_report_with_both_models(tmp_path):
-    cfg = QuickstartConfig(out=str(tmp_path / "qs"), episodes=4, train_episodes=2, steps=12, n_future=4, svg_epochs=1,
+    cfg = QuickstartConfig(out=str(tmp_path / "qs"), episodes=5, train_episodes=2, val_episodes=1, steps=12, n_future=4,
+                           svg_epochs=1, stride=1,
                            noether_epochs=1, width=8, g_dim=8, rnn_size=16, progress=False, device="cpu")
     report = run_quickstart(cfg)
     assert set(report["models"]) == {"SVG", "Noether", "copy last frame"}  # the floor is a row of every report

@@ -83,6 +83,7 @@ class EvalConfig:
     reference: str | None = None  # paired differences reference - every other model (and the floor) + verdict
     floor: bool = True  # also score the copy-last-frame predictor
     untailored: bool = False  # also score each Noether model's untailored prediction ("<name> (untailored)")
+    progress: bool = True
 
 
 # ------------------------------------------------------------------------------------------- predictors
@@ -488,6 +489,7 @@ def evaluate(cfg: EvalConfig, models: Mapping[str, LoadedModel] | None = None) -
     data, idx = eval_windows(cfg.data, episodes, cfg.n_past, cfg.n_future, cfg.stride, cfg.max_windows, cfg.seed,
                              device)
     scored = score_predictors(predictors, data, idx, cfg.n_past, cfg.batch_size, lpips=cfg.lpips, floor=cfg.floor,
+                              progress=cfg.progress,
                               untailored=cfg.untailored)
     block = results_block(scored, cfg.reference)
     curves = {name: b for name, b in block["models"].items()}

@@ -26,13 +26,16 @@ from noether_rl.utils.device import resolve_device
 @dataclass(frozen=True)
 class QuickstartConfig:
     out: str = "quickstart"
-    episodes: int = 10  # first train_episodes train, the rest are held out
-    train_episodes: int = 5
+    episodes: int = 40  # train_episodes train, then val_episodes validation, the rest test
+    train_episodes: int = 24
+    val_episodes: int = 4
+    policy: str = "mixed"  # varied actions and states (sine / random / noisy swing-up), so the model sees swings
     steps: int = 100
+    stride: int = 3  # training window stride
     size: int = 32
     n_past: int = 4
     n_future: int = 12
-    svg_epochs: int = 30
+    svg_epochs: int = 20
     noether_epochs: int = 3
     batch_size: int = 16
     width: int = 16
@@ -51,11 +54,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     data_dir = out / "data"
-    record(RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy="swingup", episodes=cfg.episodes, steps=cfg.steps,
+    record(RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy=cfg.policy, episodes=cfg.episodes, steps=cfg.steps,
                         size=cfg.size, seed=cfg.seed, out=data_dir, num_envs=2, preview=True, progress=cfg.progress))
     walls["record"] = time.perf_counter() - t
 
-    data = DataConfig(root=str(data_dir), n_past=cfg.n_past, n_future=cfg.n_future, train_episodes=cfg.train_episodes)
+    data = DataConfig(root=str(data_dir), n_past=cfg.n_past, n_future=cfg.n_future, train_episodes=cfg.train_episodes,
+                      val_episodes=cfg.val_episodes, stride=cfg.stride)
     model = SVGConfig(image_size=cfg.size, width=cfg.width, g_dim=cfg.g_dim, rnn_size=cfg.rnn_size, norm="layer")
     base = TrainConfig(out=str(out / "svg"), data=data, model=model, epochs=cfg.svg_epochs, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, progress=cfg.progress)
@@ -63,10 +67,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     svg_ckpt = train(base)
     walls["train_svg"] = time.perf_counter() - t
 
-    noether = NoetherConfig(tailor=TailorConfig(steps=1, lr=cfg.inner_lr, step_rule="normalized", order="second"))
+    noether = NoetherConfig(tailor=replace(NoetherConfig().tailor, lr=cfg.inner_lr))  # the shipped default step
     meta = replace(base, out=str(out / "noether"), noether=noether, init_from=str(svg_ckpt), train_predictor=False,
                    epochs=cfg.noether_epochs,
-                   embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64))
+                   embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64, width=8))
     t = time.perf_counter()
     noether_ckpt = train(meta)
     walls["meta_train_noether"] = time.perf_counter() - t
@@ -75,7 +79,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     ev = evaluate(
         EvalConfig(data=str(data_dir), out=str(out / "eval"), n_past=cfg.n_past, n_future=cfg.n_future,
-                   train_episodes=cfg.train_episodes, stride=4, max_windows=256, seed=cfg.seed, device=cfg.device),
+                   train_episodes=cfg.train_episodes, val_episodes=cfg.val_episodes, split="test", stride=4,
+                   max_windows=256, seed=cfg.seed, device=cfg.device, reference="Noether", progress=cfg.progress),
         models={"SVG": load_model(svg_ckpt, device), "Noether": load_model(noether_ckpt, device)},
     )
     walls["evaluate"] = time.perf_counter() - t

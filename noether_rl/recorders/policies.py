@@ -84,11 +84,28 @@ def make_zero(rng: np.random.Generator) -> Policy:
     return policy
 
 
+def make_mixed(rng: np.random.Generator) -> Policy:
+    """Varied data for world models: per episode, one of sine (1/2), random (1/4) or a noisy swing-up (1/4,
+    swing-up torque plus N(0, 0.5) noise)."""
+    kind = rng.choice(["sine", "sine", "random", "swingup"])
+    if kind == "sine":
+        return make_sine(rng)
+    if kind == "random":
+        return make_random(rng)
+
+    def policy(obs: np.ndarray, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        u = swingup_torque(float(state[0]), float(state[1])) + float(rng.normal(0.0, 0.5))
+        return _action(max(-MAX_TORQUE, min(MAX_TORQUE, u)))
+
+    return policy
+
+
 POLICIES: dict[str, PolicyFactory] = {
     "swingup": make_swingup,
     "random": make_random,
     "sine": make_sine,
     "zero": make_zero,
+    "mixed": make_mixed,
 }
 
 
