@@ -17,7 +17,6 @@ from noether_rl.experiments.evaluation import EvalConfig, evaluate
 from noether_rl.models import EmbeddingConfig, SVGConfig
 from noether_rl.noether import NoetherConfig
 from noether_rl.recorders import RecordConfig, record
-from noether_rl.tailoring import TailorConfig
 from noether_rl.training import DataConfig, TrainConfig, train
 from noether_rl.training.loading import load_model
 from noether_rl.utils.device import resolve_device
