@@ -48,7 +48,7 @@ class DiscoverConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds (MLP weights); discovery itself runs on the first
     filter_data: str = "auto"  # "auto": noise-free x_clean when the data have it, else observed x; "observed"
     window: int = 10  # with fewer than 4 trajectories, conservation is measured on windows of this many points
-    max_screened: int = 300  # survivors screened (the most conserved first)
+    max_screened: int = 100  # survivors screened (the most conserved first)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -141,12 +141,15 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     times["pretrain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     formulas = [FittedFormula(exprs[i], fit.params[i], x).to(dtype) for i in kept]
+    train_ref = train.x_clean if train.x_clean is not None else train.x
     with _bar(len(formulas), "screen", prog) as bar:
-        S = screen(pred0, formulas, x, y, sc, progress=bar.update)
+        S = screen(pred0, formulas, train_ref, train.t, dt, sc, progress=bar.update)
     base_loss = training_loss(pred0, None, 0.0, x, y, sc)
-    best_j = np.nanargmin(np.where(np.isnan(S), np.inf, S), axis=1)
+    base_rollout = float(np.mean(rollout_rmse(pred0, None, 0.0, train_ref[: sc.screen_trajectories],
+                                              train.t[: sc.screen_trajectories], dt, sc)[0]))
+    best_j = np.argmin(S, axis=1)
     best_loss = S[np.arange(len(kept)), best_j]
-    order = np.argsort(np.where(np.isnan(best_loss), np.inf, best_loss), kind="stable")[: sc.top_k]
+    order = np.argsort(best_loss, kind="stable")[: sc.top_k]
     counts["meta_tailored"] = len(order)
     times["screen"] = time.perf_counter() - t0
 
@@ -160,10 +163,19 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             bar.update(1)
     ok = [j for j, m in meta.items() if not m.diverged]
     counts["not_diverged"] = len(ok)
-    times["meta_tailor"] = time.perf_counter() - t0
     if not ok:
         raise UserError("every meta-tailored formula diverged; lower --meta-lr or the inner-lr grid")
-    win = min(ok, key=lambda j: meta[j].final)
+    # the winner: lowest training-trajectory rollout RMSE of the meta-tailored model (training data only)
+    meta_rollout = {j: float(np.mean(rollout_rmse(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]],
+                                                  train_ref[: sc.screen_trajectories],
+                                                  train.t[: sc.screen_trajectories], dt, sc)[0])) for j in ok}
+    times["meta_tailor"] = time.perf_counter() - t0
+    # candidates: every top formula as screened (pre-trained MLP, tailored) and, unless it diverged, after
+    # meta-tailoring; meta-tailoring on the dx/dt loss can undo what the tailoring step corrects in an Euler
+    # rollout, so whether it helps is decided like everything else: by training-trajectory rollout RMSE
+    options = [(float(best_loss[j]), int(j), "pretrained") for j in order]
+    options += [(meta_rollout[j], j, "meta") for j in ok]
+    _, win, variant = min(options)
 
     def describe(j: int) -> dict[str, Any]:
         i = int(kept[j])
@@ -175,10 +187,11 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             "param_units": [str(u) for u in pu], "units": "free (set by a parameter)" if fu is FREE else str(fu),
             "size": e.size, "r_true": float(fit.r_true[i]), "r_random": float(fit.r_random[i]),
             "conservation_ratio": float(fit.r_random[i] / fit.r_true[i]) if fit.r_true[i] > 0 else None,
-            "screen_loss": float(best_loss[j]) if np.isfinite(best_loss[j]) else None,
+            "screen_train_rollout_rmse": float(best_loss[j]) if np.isfinite(best_loss[j]) else None,
             "inner_lr": float(10.0 ** sc.lr_exponents[best_j[j]]),
             "meta_final_train_loss": (meta[j].final if j in meta and np.isfinite(meta[j].final) else None),
             "diverged": bool(meta[j].diverged) if j in meta else None,
+            "meta_train_rollout_rmse": meta_rollout.get(j),
         }
 
     # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any)
@@ -188,22 +201,35 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     lr_win = 10.0 ** sc.lr_exponents[best_j[win]]
     g_ref = CallableFormula(reference, x).to(dtype) if reference is not None else None
     lr_ref = None
+    variant_ref = "pretrained"
+    mr0 = None
     rm: dict[str, list[np.ndarray]] = {"mlp": [], "noether": [], "reference": []}
     rollouts: dict[str, np.ndarray] = {}
     with _bar(len(cfg.seeds), "evaluate seeds", prog) as bar:
         for s in cfg.seeds:
             pred = pred0 if s == cfg.seeds[0] else pretrain_mlp(x, y, dt, sc, s)
             r_mlp, ro_mlp = rollout_rmse(pred, None, 0.0, ref, test.t, dt, sc)
-            m = meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)
-            r_win, ro_win = rollout_rmse(m.predictor, g_win, lr_win, ref, test.t, dt, sc)
+            if variant == "meta":
+                pred_win = (meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)).predictor
+            else:
+                pred_win = pred
+            r_win, ro_win = rollout_rmse(pred_win, g_win, lr_win, ref, test.t, dt, sc)
             rm["mlp"].append(r_mlp)
             rm["noether"].append(r_win)
             if g_ref is not None:
-                if lr_ref is None:  # chosen like the winner's: one-step screen on training points
-                    sref = screen(pred0, [g_ref], x, y, sc)[0]
-                    lr_ref = 10.0 ** sc.lr_exponents[int(np.nanargmin(np.where(np.isnan(sref), np.inf, sref)))]
-                mr = meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)
-                r_ref, ro_ref = rollout_rmse(mr.predictor, g_ref, lr_ref, ref, test.t, dt, sc)
+                if lr_ref is None:  # chosen like the winner's: screen and variant on training trajectories
+                    sref = screen(pred0, [g_ref], train_ref, train.t, dt, sc)[0]
+                    lr_ref = 10.0 ** sc.lr_exponents[int(np.argmin(sref))]
+                    mr0 = meta_tailor(pred0, g_ref, lr_ref, x, y, sc, s)
+                    meta_ref = np.inf if mr0.diverged else float(np.mean(rollout_rmse(
+                        mr0.predictor, g_ref, lr_ref, train_ref[: sc.screen_trajectories],
+                        train.t[: sc.screen_trajectories], dt, sc)[0]))
+                    variant_ref = "meta" if meta_ref < float(np.min(sref)) else "pretrained"
+                if variant_ref == "meta":
+                    pred_ref = (mr0 if s == cfg.seeds[0] else meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)).predictor
+                else:
+                    pred_ref = pred
+                r_ref, ro_ref = rollout_rmse(pred_ref, g_ref, lr_ref, ref, test.t, dt, sc)
                 rm["reference"].append(r_ref)
                 if s == cfg.seeds[0]:
                     rollouts["reference"] = ro_ref
@@ -233,11 +259,16 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
                          "canonical, no parameter-only subtree, not constant by construction; see "
                          "noether_rl.symbolic.enumerate",
         "survivors": survivors_out,
-        "winner": describe(win),
+        "winner": {**describe(win), "variant": variant},
+        "selection": "screen: training-trajectory rollout RMSE of the tailored pre-trained MLP per inner lr; winner: "
+                     "lowest training rollout RMSE over the top formulas, as screened or after meta-tailoring "
+                     "(variant); test trajectories are only used for the RMSE below",
         "mlp_train_loss": base_loss,
+        "mlp_train_rollout_rmse": base_rollout,
         "rmse": rmse,
         "paired": paired,
         "reference_inner_lr": lr_ref,
+        "reference_variant": variant_ref if reference is not None else None,
         "n_test_trajectories": int(ref.shape[0]),
         "seeds": list(cfg.seeds),
         "dt": dt,
@@ -257,7 +288,8 @@ def summary(report: dict[str, Any]) -> str:
         f"inputs {report['units']}: {c['enumerated']} formulas enumerated, {c['after_parameter_redundancy']} "
         f"after parameter-redundancy pruning, {c['conserved']} conserved, {c['after_dedup']} distinct, "
         f"{c['meta_tailored']} meta-tailored",
-        f"law found: {w['formula']}   [units {w['units']}; parameter units {', '.join(w['param_units']) or '-'}]",
+        f"law found: {w['formula']}   [units {w['units']}; parameter units {', '.join(w['param_units']) or '-'}; "
+        f"inner lr {w['inner_lr']:g}, {w['variant']} MLP]",
         f"test rollout RMSE: MLP {r['mlp']['per_trajectory']['mean']:.4g} -> Noether "
         f"{r['noether']['per_trajectory']['mean']:.4g} (paired difference "
         f"{report['paired']['noether_minus_mlp']['mean']:+.3g} +- {report['paired']['noether_minus_mlp']['se']:.2g})",

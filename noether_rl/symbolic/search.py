@@ -6,12 +6,15 @@ generic :class:`~noether_rl.noether.NoetherNetwork` with a fitted formula as its
 tailoring engine underneath. Nothing here knows which system the data came from.
 
 1. :func:`pretrain_mlp`: HNN's baseline, full-batch Adam on MSE(f(x), dx/dt).
-2. :func:`screen`: one Noether inner step of the pre-trained MLP per training point with each
-   formula as the loss, for every inner lr ``10^k``; the training MSE of the tailored dx/dt ranks the
-   formulas (each at its best lr).
+2. :func:`screen`: the pre-trained MLP with one Noether inner step per query (each formula as the
+   loss, every inner lr ``10^k``) rolls out the *training* trajectories; their RMSE ranks the formulas
+   (each at its best lr). (The one-step dx/dt MSE cannot rank them: the pre-trained MLP already fits
+   the derivatives, so it always prefers the smallest lr; the paper also keeps "the expression with
+   the best MSE loss" of long-term predictions on the training data.)
 3. :func:`meta_tailor`: the top formulas are meta-tailored (outer loss: MSE of the tailored dx/dt,
-   second order through the inner step) from the pre-trained MLP; the best final *training* loss wins;
-   runs whose loss goes non-finite or ends above ``diverge_factor`` x its start are dropped.
+   second order through the inner step) from the pre-trained MLP; the lowest training-trajectory
+   rollout RMSE afterwards wins; runs whose loss goes non-finite or ends above ``diverge_factor`` x
+   its start are dropped.
 4. :func:`rollout_rmse`: long-term prediction from each test trajectory's first state (Euler with the
    data's time step, tailoring at every step when a formula is given).
 """
@@ -48,7 +51,7 @@ class SearchConfig:
     meta_lr: float = 1e-3
     meta_batch: int | None = None  # None: full batch (one outer step per epoch, like HNN's training)
     adapt: str = "readout"  # per-example weights adapted: "readout" (output layer) or "weights" (all)
-    screen_points: int = 512  # training points used by the screen (evenly spaced subsample)
+    screen_trajectories: int = 10  # training trajectories rolled out by the screen and the final choice
     diverge_factor: float = 10.0
     dtype: str = "float32"
     extra: dict = field(default_factory=dict)
@@ -121,20 +124,20 @@ def tailored_field(net: NoetherNetwork, x: Tensor) -> Tensor:
     return net.predictor.vector_field(x, adapted)  # type: ignore[operator]
 
 
-def screen(pred: StateSpacePredictor, formulas: Sequence[nn.Module], x: Tensor, y: Tensor,
+def screen(pred: StateSpacePredictor, formulas: Sequence[nn.Module], ref: np.ndarray, t: np.ndarray, dt: float,
            cfg: SearchConfig, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Training MSE of the once-tailored pre-trained MLP: [n_formulas, n_lrs] (nan where non-finite)."""
-    idx = np.unique(np.linspace(0, x.shape[0] - 1, min(cfg.screen_points, x.shape[0])).round().astype(int))
-    xs, ys = x[idx], y[idx]
-    out = np.full((len(formulas), len(cfg.lr_exponents)), np.nan)
-    with torch.no_grad():
-        for i, g in enumerate(formulas):  # a few hundred formulas; each call is batched over points
-            for j, k in enumerate(cfg.lr_exponents):
-                f = tailored_field(noether_net(pred, g, 10.0 ** k, cfg), xs)
-                out[i, j] = float((f - ys).pow(2).mean())
-            if progress is not None:
-                progress(1)
-    out[~np.isfinite(out)] = np.nan
+    """Training-trajectory rollout RMSE of the pre-trained MLP with one Noether step per query, for every
+    formula and inner lr: [n_formulas, n_lrs] (inf where the rollout blew up).
+
+    ref [N, T, D] / t [N, T]: training trajectories (the first ``screen_trajectories`` are used)."""
+    ref, t = ref[: cfg.screen_trajectories], t[: cfg.screen_trajectories]
+    out = np.full((len(formulas), len(cfg.lr_exponents)), np.inf)
+    for i, g in enumerate(formulas):  # a few hundred formulas at most; each rollout is batched
+        for j, k in enumerate(cfg.lr_exponents):
+            out[i, j] = float(np.mean(rollout_rmse(pred, g, 10.0 ** k, ref, t, dt, cfg)[0]))
+        if progress is not None:
+            progress(1)
+    out[~np.isfinite(out)] = np.inf
     return out
 
 
