@@ -112,3 +112,16 @@ def test_enumeration_contains_energy_forms_and_is_canonical() -> None:
     skeys = {c.expr.key for c in spring}
     assert "((c*sq(x1))+sq(x0))" in skeys or "(sq(x0)+(c*sq(x1)))" in skeys
     assert not any("sin(x0)" in k or "cos(x1)" in k for k in skeys)
+
+
+def test_drop_parameter_redundant() -> None:
+    from noether_rl.symbolic.enumerate import Candidate, drop_parameter_redundant
+
+    q, p, c = Input(0), Input(1), Parameter
+    energy = binary("-", unary("sq", p), binary("*", c(), unary("cos", q)))
+    keep = [energy, binary("/", c(), q), unary("cos", binary("*", c(), q)), binary("+", q, binary("*", c(), p))]
+    drop = [binary("*", c(), energy), binary("/", energy, c()), binary("+", c(), energy), binary("-", energy, c()),
+            binary("-", unary("sq", p), binary("*", c(), binary("*", c(), unary("cos", q)))),
+            binary("+", q, binary("+", c(), binary("-", p, c())))]
+    out = drop_parameter_redundant([Candidate(e, None) for e in keep + drop])
+    assert [o.expr.key for o in out] == [e.key for e in keep]
