@@ -323,16 +323,22 @@ def meta_tailor(net: NoetherNetwork, x: Tensor, y: Tensor, *, epochs: int, batch
         ep = state["epoch"]
         return score(ep) if (ep % select_every == 0 or ep == epochs) else {}
 
-    fit(_fit_cfg(run_dir, epochs, batch, seed, desc, progress), obj, PointData(x, y), groups, device=x.device,
-        kind="statespace-meta-tailor", run_config={"epochs": epochs, "batch": batch, "lr": lr, "g_lr": g_lr,
-                                                   "weight_decay": weight_decay, "seed": seed},
-        validate=validate)
+    diverged = None
+    try:
+        fit(_fit_cfg(run_dir, epochs, batch, seed, desc, progress), obj, PointData(x, y), groups, device=x.device,
+            kind="statespace-meta-tailor", run_config={"epochs": epochs, "batch": batch, "lr": lr, "g_lr": g_lr,
+                                                       "weight_decay": weight_decay, "seed": seed},
+            validate=validate)
+    except UserError as e:  # fit stops on a non-finite loss: keep the best state scored so far (if any)
+        if "non-finite" not in str(e) or scores()["best"] is None:
+            raise
+        diverged = str(e).split(";")[0]
     rec = scores()
     chosen = epochs
     if rec["best"] is not None:
         net.load_state_dict(rec["best"][2])
         chosen = rec["best"][1]
-    return {"train_selection_scores": rec["scores"], "chosen_epoch": chosen}
+    return {"train_selection_scores": rec["scores"], "chosen_epoch": chosen, "diverged": diverged}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -540,7 +546,7 @@ def run_system_seed(cfg: StatespaceConfig, name: str, seed: int, root: Path) -> 
                 mt = meta(net, f"{name} s{seed} meta-tailor ({integ}, {rule})", f"fit_law_{integ}_{rule}")
                 m = {"inner_lr": lr, "step_rule": rule, "meta_log": f"fit_law_{integ}_{rule}/metrics.csv",
                      "train_selection_scores": mt["train_selection_scores"], "chosen_epoch": mt["chosen_epoch"],
-                     "seconds": time.perf_counter() - t1}
+                     "diverged": mt["diverged"], "seconds": time.perf_counter() - t1}
                 _save_model(path, net, m)
             times[f"meta_tailor_{integ}_{rule}"] = m["seconds"]
             sel[label] = m
@@ -563,7 +569,7 @@ def run_system_seed(cfg: StatespaceConfig, name: str, seed: int, root: Path) -> 
                 m = {"inner_lr": float(net.log_inner_lr.detach().exp()), "step_rule": "normalized (Meta-SGD lr)",
                      "meta_log": f"fit_gphi_{integ}/metrics.csv",
                      "train_selection_scores": mt["train_selection_scores"], "chosen_epoch": mt["chosen_epoch"],
-                     "seconds": time.perf_counter() - t1}
+                     "diverged": mt["diverged"], "seconds": time.perf_counter() - t1}
                 _save_model(path, net, m)
             times[f"meta_learn_gphi_{integ}"] = m["seconds"]
             sel[label] = m
