@@ -64,10 +64,12 @@ def test_embed_frames_pairs_and_gradcam_matches_definition() -> None:
     a = g.conv(inputs)
     acts = a.detach().requires_grad_(True)
     proj = (g.head(torch.relu(acts).flatten(1)) - pca.mean) @ pca.components[0]
-    (grads,) = torch.autograd.grad(proj.sum(), acts)
+    (grads,) = torch.autograd.grad((proj * proj.detach().sign()).sum(), acts)  # of |projection|
     cam = torch.relu((grads.mean((2, 3), keepdim=True) * acts.detach()).sum(1))
     cam = cam / cam.flatten(1).amax(1)[:, None, None]
     np.testing.assert_allclose(maps[0].numpy(), torch.nan_to_num(cam).numpy(), atol=1e-10)
+    flipped = an.grad_cam(g, inputs, -pca.components[:2], pca.mean)  # independent of the component's sign
+    np.testing.assert_allclose(flipped.numpy(), maps.numpy(), atol=1e-12)
     with pytest.raises(UserError, match="convolution"):
         an.grad_cam(nn.Linear(4, 3), torch.rand(2, 4), pca.components[:1], torch.zeros(3))
 

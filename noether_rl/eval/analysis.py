@@ -3,8 +3,10 @@
 Embedding (Fig. 5): g_phi's embeddings of held-out frames (pairs of consecutive frames when
 ``g.pairs``) -> PCA (:func:`embedding_pca`: variance explained per component) -> Grad-CAM maps
 (:func:`grad_cam`) of the leading components at g_phi's last convolution, drawn as one image grid
-(:func:`save_gradcam_grid`). A component's direction has an arbitrary sign; it is fixed so that its
-largest-magnitude loading is positive, and Grad-CAM explains the projection ``(g(x) - mean) . v``.
+(:func:`save_gradcam_grid`). A component's direction has an arbitrary sign (it is reported with its
+largest-magnitude loading positive); Grad-CAM explains the magnitude of each frame's projection
+``|(g(x) - mean) . v|``, so the maps do not depend on that sign (with the raw projection, the ReLU of
+Grad-CAM blanks every map whose frames happen to project negatively).
 
 Inner steps (Fig. 6): :func:`inner_step_curve` optimises the inner (Noether) loss of each example with
 Adam for many steps through the one tailoring engine and records, at every step, the outer loss (MSE to
@@ -97,7 +99,7 @@ def last_conv(g: nn.Module) -> nn.Module:
 
 
 def grad_cam(g: nn.Module, inputs: Tensor, directions: Tensor, mean: Tensor, layer: nn.Module | None = None) -> Tensor:
-    """Grad-CAM maps of the projections ``(g(x) - mean) . v`` for each direction ``v``.
+    """Grad-CAM maps of the projection magnitudes ``|(g(x) - mean) . v|`` for each direction ``v``.
 
     inputs [N, kC, H, W]; directions [K, D]; mean [D] -> maps [K, N, H, W] in [0, 1] (each map divided by its
     maximum; an all-zero map stays zero). One forward pass; one backward pass per direction (K is small).
@@ -110,6 +112,7 @@ def grad_cam(g: nn.Module, inputs: Tensor, directions: Tensor, mean: Tensor, lay
             e = g(inputs.detach())  # [N, D]
             acts = store["a"]  # [N, ch, h, w]
             proj = (e - mean.to(e)) @ directions.to(e).T  # [N, K]
+            proj = proj * torch.sign(proj.detach())  # |projection|: independent of the component's sign
             maps = []
             for k in range(directions.shape[0]):
                 (grads,) = torch.autograd.grad(proj[:, k].sum(), acts, retain_graph=k < directions.shape[0] - 1)
@@ -326,7 +329,8 @@ def analyze_embedding(cfg: AnalyzeConfig) -> dict[str, Any]:
               "first_component": table[0]["explained"],
               "first_four": table[min(3, len(table) - 1)]["cumulative"],
               "gradcam": {"layer": type(last_conv(g)).__name__, "components": k, "rows": labels,
-                          "sign": "largest loading positive; map of (g(x) - mean) . v"}}
+                          "explains": "|(g(x) - mean) . v| per frame (sign-free); components reported with "
+                                      "their largest loading positive"}}
     atomic_write_json(out / "embedding_pca.json", result)
     return result
 
