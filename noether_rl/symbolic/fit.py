@@ -83,7 +83,9 @@ def conservation_ratio(values: Tensor, S: int, T: int) -> Tensor:
     within = (v - seg_mean).pow(2).mean(dim=(1, 2))
     total = (v - seg_mean.mean(1, keepdim=True)).pow(2).mean(dim=(1, 2))
     r = within / (total + 1e-300)
-    return torch.where(torch.isfinite(r) & (total > 0), r, torch.full_like(r, float("nan")))
+    # an overflowing total (float32 spikes such as q^4/p^8 near p = 0) would give r = 0: not a measurement
+    ok = torch.isfinite(r) & torch.isfinite(total) & (total > 0)
+    return torch.where(ok, r, torch.full_like(r, float("nan")))
 
 
 def prepare_segments(segments: np.ndarray, cfg: FilterConfig) -> np.ndarray:
