@@ -174,7 +174,7 @@ def fit_candidates(exprs: Sequence[Expr], units: Sequence[Dim], segments: np.nda
     gen = torch.Generator().manual_seed(cfg.seed)
     # a formula can only pass if r_true <= 1/min_ratio (r <= 1 always), so only those are fitted on the
     # random sequences; the others keep r_random = nan ("not needed")
-    def run(ids: np.ndarray, data: Tensor, refine: bool) -> tuple[np.ndarray, np.ndarray]:
+    def run(ids: np.ndarray, data: Tensor, refine: bool, count: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Fit candidates ``ids`` on ``data`` chunk by chunk; returns (params, r) for them."""
         out_p = np.zeros((len(ids), P))
         out_r = np.full(len(ids), np.nan)
@@ -200,12 +200,12 @@ def fit_candidates(exprs: Sequence[Expr], units: Sequence[Dim], segments: np.nda
                     p_fit, r_fit = _fit_chunk(prog, lst, data, S, T, cfg, gen)
                 out_p[part] = p_fit.detach().cpu().numpy()
                 out_r[part] = r_fit.cpu().numpy()
-            if progress is not None and not refine:
+            if progress is not None and count:
                 progress(len(pos))
         return out_p, out_r
 
     everything = np.arange(len(exprs))
-    params[:], r_true[:] = run(everything, x_true, refine=False)
+    params[:], r_true[:] = run(everything, x_true, refine=False, count=True)
     # refine the candidates that may pass (keep the refined fit only where it is better)
     cand = np.flatnonzero((r_true <= cfg.refine_below) & np.array([e.n_params > 0 for e in exprs]))
     if len(cand) and cfg.refine_steps > 0:
