@@ -83,8 +83,11 @@ def conservation_ratio(values: Tensor, S: int, T: int) -> Tensor:
     within = (v - seg_mean).pow(2).mean(dim=(1, 2))
     total = (v - seg_mean.mean(1, keepdim=True)).pow(2).mean(dim=(1, 2))
     r = within / (total + 1e-300)
-    # an overflowing total (float32 spikes such as q^4/p^8 near p = 0) would give r = 0: not a measurement
-    ok = torch.isfinite(r) & torch.isfinite(total) & (total > 0)
+    # not a measurement: an overflowing total (float32 spikes such as q^4/p^8 near p = 0) would give r = 0,
+    # and a formula whose spread is at the dtype's rounding level (cos(1e-4 q^2) in float32) is quantised
+    # to a few levels, constant within segments
+    level = (1e3 * torch.finfo(v.dtype).eps * v.mean(dim=(1, 2)).abs()) ** 2
+    ok = torch.isfinite(r) & torch.isfinite(total) & (total > level) & (total > 0)
     return torch.where(ok, r, torch.full_like(r, float("nan")))
 
 
