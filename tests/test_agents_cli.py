@@ -59,9 +59,10 @@ def test_wrong_checkpoint_kind_is_one_line_exit_2(checkpoints, tmp_path, capsys)
                  "--device", "cpu"]) == 2
 
 
-def test_dream_train_ppo_tiny_budget(checkpoints, tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_dream_train_tiny_budget(checkpoints, tmp_path, algo):
     out = tmp_path / "dream"
-    args = ["dream-train", "--checkpoint", str(checkpoints[1]), "--algo", "ppo", "--steps", "32", "--n-envs", "2",
+    args = ["dream-train", "--checkpoint", str(checkpoints[1]), "--algo", algo, "--steps", "32", "--n-envs", "2",
             "--max-episode-steps", "8", "--eval-episodes", "2", "--out", str(out), "--device", "cpu",
             "--reward", "pendulum-pixels"]
     assert main(args) == 0
