@@ -30,31 +30,21 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from noether_rl.agents.reward import RewardModel
 from noether_rl.errors import UserError
-from noether_rl.noether import NoetherNetwork
+from noether_rl.noether import NoetherNetwork, frames_to_tensor, tensor_to_frames
 from noether_rl.tailoring import TailorConfig
 
 TailorMode = Literal["shared", "per_candidate"]
 
 
 # -- observation <-> tensor (switch to the core's conversion when ``noether_rl.noether`` exports one) -----
-def obs_to_tensor(obs: np.ndarray | Tensor, device: torch.device | str | None = None) -> Tensor:
-    """uint8 ``[..., H, W, C]`` -> float32 ``[..., C, H, W]`` in [0, 1] on ``device``."""
-    t = torch.as_tensor(obs, device=device)
-    if t.dtype != torch.uint8:
-        raise UserError(f"observations must be uint8 images [..., H, W, C], got dtype {t.dtype}")
-    return t.movedim(-1, -3).float().div_(255)
-
-
-def tensor_to_obs(frames: Tensor) -> Tensor:
-    """float ``[..., C, H, W]`` in [0, 1] -> uint8 ``[..., H, W, C]`` (same device; NaN -> 0)."""
-    x = torch.nan_to_num(frames.detach(), nan=0.0).clamp(0, 1).mul(255).round_().to(torch.uint8)
-    return x.movedim(-3, -1)
+# the package's one uint8 observation <-> model tensor conversion (public API of noether_rl.noether)
+obs_to_tensor = frames_to_tensor
+tensor_to_obs = tensor_to_frames
 
 
 @dataclass

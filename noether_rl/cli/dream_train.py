@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from noether_rl.cli import argtypes
 from noether_rl.cli.common import positive_int
 from noether_rl.cli.plan import add_reward_args, reward_spec
 
@@ -11,16 +12,16 @@ from noether_rl.cli.plan import add_reward_args, reward_spec
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dream-train", help="train PPO/SAC inside a trained world model; evaluate in the real env")
     p.add_argument("--checkpoint", required=True, help="SVG or Noether checkpoint (train / meta-train)")
-    p.add_argument("--algo", choices=["ppo", "sac"], default="ppo")
+    p.add_argument("--algo", choices=["ppo", "sac"], default="ppo", help="Stable-Baselines3 algorithm")
     p.add_argument("--steps", type=positive_int, default=20000, help="environment steps in the model")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (results.json, video)")
     p.add_argument("--env", default="noether_rl/PixelPendulum-v0", help="Gymnasium id of the real env")
     p.add_argument("--n-envs", type=positive_int, default=8, help="imagined envs stepped in one batch")
     p.add_argument("--no-tailor", action="store_true", help="do not tailor a Noether model in the imagined env")
-    p.add_argument("--max-episode-steps", type=positive_int, default=200)
-    p.add_argument("--eval-episodes", type=positive_int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-episode-steps", type=positive_int, default=200, help="imagined episode length")
+    p.add_argument("--eval-episodes", type=positive_int, default=10, help="real-env evaluation episodes")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
+    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
     add_reward_args(p)
     p.set_defaults(func=run)
 

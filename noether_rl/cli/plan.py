@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from noether_rl.cli import argtypes
 from noether_rl.cli.common import positive_int
 
 
@@ -13,7 +14,7 @@ def add_reward_args(p: argparse.ArgumentParser) -> None:
                         "(saved as OUT/reward.pt, reused by reruns); pendulum-pixels: -(angle^2) read off the frame")
     p.add_argument("--reward-model", help="a fitted reward model to use (or where to save the fitted one)")
     p.add_argument("--reward-data", help="recording to fit the reward model on (default: the checkpoint's)")
-    p.add_argument("--reward-epochs", type=positive_int, default=10)
+    p.add_argument("--reward-epochs", type=positive_int, default=10, help="epochs of the reward CNN fit on recorded rewards")
 
 
 def reward_spec(args: argparse.Namespace):
@@ -26,18 +27,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="MPC (CEM / iCEM / MPPI) with a trained world model in the real env")
     p.add_argument("--checkpoint", required=True, help="SVG or Noether checkpoint (train / meta-train)")
     p.add_argument("--env", default="noether_rl/PixelPendulum-v0", help="Gymnasium id of the real env")
-    p.add_argument("--planner", choices=["cem", "icem", "mppi"], default="cem")
+    p.add_argument("--planner", choices=["cem", "icem", "mppi"], default="cem", help="trajectory optimiser")
     p.add_argument("--no-tailor", action="store_true", help="do not tailor a Noether model while planning")
     p.add_argument("--episodes", type=positive_int, default=10, help="seeded real-env episodes (seed, seed+1, ...)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--horizon", type=positive_int, default=15)
-    p.add_argument("--population", type=positive_int, default=128)
-    p.add_argument("--iterations", type=positive_int, default=3)
-    p.add_argument("--replan-every", type=positive_int, default=1)
+    p.add_argument("--out", required=True, help="output directory (results.json, video)")
+    p.add_argument("--horizon", type=positive_int, default=15, help="planning horizon (steps)")
+    p.add_argument("--population", type=positive_int, default=128, help="candidate action sequences per iteration")
+    p.add_argument("--iterations", type=positive_int, default=3, help="optimiser iterations per plan")
+    p.add_argument("--replan-every", type=positive_int, default=1, help="replan every k env steps")
     p.add_argument("--max-steps", type=positive_int, help="episode length (default: the env's)")
-    p.add_argument("--no-video", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--no-video", action="store_true", help="skip the real | imagined video")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
+    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
     add_reward_args(p)
     p.set_defaults(func=run)
 
@@ -63,8 +64,8 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
     pc.add_argument("--out", required=True, help="output directory; a rerun reuses every finished stage")
     pc.add_argument("--scale", choices=["small", "gpu"], default="small",
                     help="small: 32x32 SVG, CPU (about an hour on 2 cores); gpu: 64x64 SVG, more data and candidates")
-    pc.add_argument("--seed", type=int, default=0)
-    pc.add_argument("--device", default="auto")
+    pc.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
+    pc.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
     pc.add_argument("--no-progress", action="store_true")
     pc.set_defaults(func=run_pendulum_control_cli)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from noether_rl.errors import UserError
 from noether_rl.noether.network import NoetherNetwork
 from noether_rl.noether.predictor import Predictor
 from noether_rl.tailoring import TailorConfig
@@ -27,13 +28,13 @@ def frames_to_tensor(obs: np.ndarray | Tensor, device: torch.device | str | None
     """uint8 ``[..., H, W, C]`` (numpy or torch) -> float32 ``[..., C, H, W]`` in [0, 1] on ``device``."""
     x = torch.as_tensor(obs, device=device)
     if x.dtype != torch.uint8 or x.dim() < 3:
-        raise ValueError(f"expected uint8 frames [..., H, W, C], got {x.dtype} {list(x.shape)}")
+        raise UserError(f"observations must be uint8 images [..., H, W, C], got {x.dtype} {list(x.shape)}")
     return x.movedim(-1, -3).float().div_(255.0)
 
 
 def tensor_to_frames(x: Tensor) -> Tensor:
-    """float ``[..., C, H, W]`` in [0, 1] -> uint8 ``[..., H, W, C]`` (rounded, clamped; same device)."""
-    return x.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).movedim(-3, -1)
+    """float ``[..., C, H, W]`` in [0, 1] -> uint8 ``[..., H, W, C]`` (rounded, clamped, NaN -> 0; same device)."""
+    return torch.nan_to_num(x.detach(), nan=0.0).clamp(0, 1).mul(255.0).round().to(torch.uint8).movedim(-3, -1)
 
 
 def make_predict(model: nn.Module, horizon: int, *, tailor: bool = True, tailor_cfg: TailorConfig | None = None,
