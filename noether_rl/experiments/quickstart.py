@@ -40,7 +40,6 @@ class QuickstartConfig:
     width: int = 16
     g_dim: int = 32
     rnn_size: int = 64
-    inner_lr: float = 1.0
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -66,7 +65,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     svg_ckpt = train(base)
     walls["train_svg"] = time.perf_counter() - t
 
-    noether = NoetherConfig(tailor=replace(NoetherConfig().tailor, lr=cfg.inner_lr))  # the shipped default step
+    noether = NoetherConfig()  # the shipped default inner step (chosen on validation episodes)
     meta = replace(base, out=str(out / "noether"), noether=noether, init_from=str(svg_ckpt), train_predictor=False,
                    epochs=cfg.noether_epochs,
                    embedding=EmbeddingConfig(kind="conv", channels=3, image_size=cfg.size, emb_dim=64, width=8))

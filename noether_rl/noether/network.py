@@ -33,7 +33,8 @@ class NoetherConfig:
     learn_inner_lr: meta-learn log(inner lr) with the outer loss (Meta-SGD), initialised at ``tailor.lr``.
     """
 
-    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=1.0, step_rule="normalized",
+    # default chosen on validation episodes (benchmarks/step_rule_ablation.py; see docs/ARCHITECTURE.md)
+    tailor: TailorConfig = field(default_factory=lambda: TailorConfig(steps=1, lr=0.25, step_rule="normalized",
                                                                       order="second"))
     adapt: str = "hidden"
     form: str = "a"

@@ -26,7 +26,7 @@ from noether_rl.data import EpisodeWindows, episode_split, load_manifest
 from noether_rl.errors import UserError
 from noether_rl.models import SVG, NoetherEmbedding
 from noether_rl.noether import LearnedAdaptation, NoetherNetwork
-from noether_rl.training.checkpoint import load_checkpoint
+from noether_rl.training.checkpoint import load_checkpoint, save_checkpoint
 from noether_rl.training.config import TrainConfig
 from noether_rl.training.distributed import cleanup_distributed, init_distributed
 from noether_rl.training.fit import FitConfig, StepOutput, fit
@@ -118,10 +118,10 @@ def _param_groups(cfg: TrainConfig, obj: Objective) -> list[dict[str, Any]]:
             groups.append({"params": list(obj.net.embedding.parameters()), "lr": cfg.emb_lr})
         if obj.net.cfg.learn_inner_lr:
             groups.append({"params": [obj.net.log_inner_lr], "lr": cfg.inner_lr_lr})
-    if not groups:
+    if not groups and not cfg.freeze_embedding:
         raise UserError("nothing to train: the predictor is frozen and there is no g_phi, learned inner lr or "
                         "learned adaptation")
-    return groups
+    return groups  # empty only for the random-g_phi control with a fixed inner lr: nothing is meta-trained
 
 
 def _predictor_trains(cfg: TrainConfig) -> bool:
@@ -196,6 +196,8 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.init_from:
             load_predictor(obj.svg, load_checkpoint(cfg.init_from), cfg.init_from)
         groups = _param_groups(cfg, obj)
+        if not groups:  # the random-g_phi control with a fixed inner lr: the untrained network is the model
+            return _save_untrained(cfg, obj, dist_info.is_main)
         fcfg = FitConfig(out=cfg.out, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                          grad_clip=cfg.grad_clip, amp=cfg.amp, resume=cfg.resume, progress=cfg.progress,
                          tensorboard=cfg.tensorboard, desc="meta-train" if cfg.noether else "train")
@@ -204,6 +206,15 @@ def train(cfg: TrainConfig) -> Path:
                    identity=run_identity(cfg), validate=_validation(cfg, obj, device))
     finally:
         cleanup_distributed()
+
+
+def _save_untrained(cfg: TrainConfig, obj: Objective, is_main: bool) -> Path:
+    path = Path(cfg.out) / "last.pt"
+    if is_main:
+        save_checkpoint(path, {"kind": run_kind(cfg), "config": json.loads(json.dumps(cfg.to_dict())),
+                               "identity": run_identity(cfg), "epoch": cfg.epochs, "step": 0, "model": obj.state_dict(),
+                               "optimizer": {}, "finished": True, "note": "nothing trainable: saved untrained"})
+    return path
 
 
 def load_predictor(svg: SVG, ckpt: dict[str, Any], path: str | Path) -> None:
