@@ -261,3 +261,15 @@ def test_engine_imports_only_torch():
             "if m in sys.modules]; assert not bad, bad; import os; assert 'SDL_VIDEODRIVER' not in os.environ")
     env = {k: v for k, v in __import__("os").environ.items() if k != "SDL_VIDEODRIVER"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_per_example_weights_made_under_no_grad_still_take_a_step():
+    """A view of a parameter made under no_grad says requires_grad=True but has no graph: the engine must
+    not give it a silent zero inner gradient (planners and evaluation tailor under no_grad)."""
+    torch.manual_seed(0)
+    m = nn.Linear(2, 2)
+    x = torch.randn(3, 2)
+    with torch.no_grad():
+        p = per_example_params(m, 3)
+        res = tailor(lambda a: call_per_example(m, a, x).pow(2).sum(1), p, TailorConfig(lr=0.1))
+    assert (res.adapted["weight"] - p["weight"]).abs().max() > 1e-4

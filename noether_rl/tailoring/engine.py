@@ -220,7 +220,10 @@ def tailor(
     with torch.enable_grad():
         # leaves for autograd.grad; tensors already in a graph (e.g. per-example weights expanded from
         # module parameters) keep their history so the outer loss reaches the parameters.
-        params = {k: (t if t.requires_grad else t.detach().requires_grad_(True)) for k, t in init.items()}
+        # Without an outer gradient every adaptable becomes a fresh leaf: a view made under no_grad can claim
+        # requires_grad=True while carrying no graph, and would silently get a zero inner gradient.
+        params = {k: (t if (t.requires_grad and outer_grad) else t.detach().requires_grad_(True))
+                  for k, t in init.items()}
         start = params
         ok = torch.ones(B, dtype=torch.bool, device=next(iter(init.values())).device)
         inner_losses: list[Tensor] = []
