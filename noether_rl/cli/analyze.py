@@ -17,7 +17,7 @@ def _common(p: argparse.ArgumentParser, max_windows: int) -> None:
     from noether_rl.eval.analysis import AnalyzeConfig
 
     d = AnalyzeConfig(checkpoint="", data="", out="")
-    p.add_argument("--checkpoint", required=True, help="a Noether Network checkpoint (train/meta-train output)")
+    p.add_argument("--checkpoint", required=True, help="a Noether Network checkpoint (meta-train output)")
     p.add_argument("--data", required=True, help="recording to take held-out windows from (`noether-rl record`)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory for the JSON and figures")
     p.add_argument("--split", choices=["val", "test"], default=d.split,

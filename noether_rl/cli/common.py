@@ -74,7 +74,7 @@ def add_noether_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inner-lr", type=argtypes.positive_float, default=_TC.lr,
                    help="inner lr (its meaning depends on --step-rule; the initial value with --learn-inner-lr)")
     p.add_argument("--step-rule", choices=["sgd", "normalized", "polyak"], default=_TC.step_rule,
-                   help="inner SGD step: plain lr*g (paper), normalised lr*g/|g|, or trust-region Polyak")
+                   help="inner SGD step (sgd optimizer only): plain lr*g (paper), normalised lr*g/|g|, or trust-region Polyak")
     p.add_argument("--learn-inner-lr", action="store_true", help="meta-learn the inner lr (Meta-SGD)")
     p.add_argument("--inner-optimizer", choices=["sgd", "adam"], default=_TC.optimizer, help="inner optimiser")
     p.add_argument("--order", choices=["first", "second"], default=_TC.order, help="meta-gradient order")
@@ -134,6 +134,8 @@ def embedding_config(args: argparse.Namespace, image_size: int) -> EmbeddingConf
 
 def noether_config(args: argparse.Namespace) -> NoetherConfig:
     sgd = args.inner_optimizer == "sgd"
+    if not sgd and args.step_rule != _TC.step_rule:
+        raise UserError(f"--step-rule {args.step_rule} applies to --inner-optimizer sgd only (Adam is scale-free)")
     try:
         tailor = TailorConfig(steps=args.inner_steps, lr=args.inner_lr, optimizer=args.inner_optimizer, order=args.order,
                               only_on_improvement=args.only_on_improvement, step_rule=args.step_rule if sgd else "sgd")

@@ -8,6 +8,7 @@ from noether_rl.cli import argtypes
 from noether_rl.cli.common import add_data_args, positive_int
 from noether_rl.errors import UserError
 from noether_rl.experiments.evaluation import EvalConfig, evaluate
+from noether_rl.training.checkpoint import load_checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--untailored", action="store_true",
                    help="also score each Noether model's prediction before its inner step")
     # the split defaults to the checkpoints' own (largest) train/val episodes, not to a fixed number
-    p.set_defaults(func=run, train_episodes=None, val_episodes=None)
+    # the split, n_past and n_future default to the checkpoints' own, not to fixed numbers
+    p.set_defaults(func=run, train_episodes=None, val_episodes=None, n_past=None, n_future=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         if name in ckpts:
             raise UserError(f"model name {name!r} is given twice ({ckpts[name]} and {path}); give each model its own NAME")
         ckpts[name] = path
-    cfg = EvalConfig(data=args.data, checkpoints=ckpts, out=args.out, n_past=args.n_past, n_future=args.n_future,
+    if args.reference is not None and args.reference not in ckpts:
+        raise UserError(f"--reference {args.reference!r} is not one of the models {sorted(ckpts)}")
+    n_past, n_future = _window(args, ckpts)
+    cfg = EvalConfig(data=args.data, checkpoints=ckpts, out=args.out, n_past=n_past, n_future=n_future,
                      train_episodes=args.train_episodes, stride=args.stride, max_windows=args.max_windows,
                      batch_size=args.batch_size, seed=args.seed, device=args.device, video=not args.no_video,
                      lpips=args.lpips, inner_steps=args.inner_steps, inner_lr=args.inner_lr, split=args.split,
@@ -61,3 +66,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{res['split']['name']} split: {res['n_windows']} windows of {res['windows']['n_episodes']} episodes; "
           f"± = standard error over episodes; results: {args.out}/results.json")
     return 0
+
+
+def _window(args: argparse.Namespace, ckpts: dict[str, str]) -> tuple[int, int]:
+    """(n_past, n_future): the checkpoints' own unless given; a model is never scored with another context length
+    than it was trained with (a longer horizon than trained is allowed with --n-future)."""
+    trained = {}
+    for name, path in ckpts.items():
+        d = load_checkpoint(path)["config"].get("data", {})
+        trained[name] = (int(d.get("n_past", 4)), int(d.get("n_future", 26)))
+    pasts, futures = {t[0] for t in trained.values()}, {t[1] for t in trained.values()}
+    n_past = args.n_past if args.n_past is not None else min(pasts)
+    bad = [f"{n} (n_past={t[0]})" for n, t in trained.items() if t[0] != n_past]
+    if bad:
+        raise UserError(f"--n-past {n_past} differs from the context the models were trained with: {', '.join(bad)}; "
+                        "evaluate models with the n_past they were trained with")
+    if args.n_future is None and len(futures) > 1:
+        raise UserError(f"the models were trained with different n_future {sorted(futures)}; pass --n-future")
+    return n_past, args.n_future if args.n_future is not None else futures.pop()

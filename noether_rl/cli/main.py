@@ -29,6 +29,10 @@ SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "repro
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:  # every --help shows the defaults
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; keep it short)
         self.exit(2, f"{self.prog}: error: {message}\n")
 

@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "Rerunning the same command resumes an interrupted recording.",
     )
     p.add_argument("--env", default=PIXEL_PENDULUM_ID, help=f"Gymnasium env id (default {PIXEL_PENDULUM_ID})")
-    p.add_argument("--policy", default="swingup", help="swingup | random | sine | zero (default swingup)")
+    p.add_argument("--policy", default="swingup", help="swingup | random | sine | zero | mixed (sine / random / noisy swing-up per episode)")
     p.add_argument("--episodes", type=int, default=200, help="number of episodes (default 200)")
     p.add_argument("--steps", type=int, default=200, help="steps per episode (default 200)")
     p.add_argument("--size", type=int, default=64, help="frame height = width in pixels (default 64)")
