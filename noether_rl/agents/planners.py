@@ -44,18 +44,12 @@ class CEMConfig:
 
 
 @dataclass(frozen=True)
-class ICEMConfig:
-    """iCEM (Pinneri et al. 2020): coloured noise (power spectrum ~ 1/f^beta along time), population decay
-    ``N_i = max(N * decay^-i, 2K)``, a fraction ``keep_elites`` of the elites carried to the next
-    iteration (and, shifted, to the next plan), the mean added as a candidate at the last iteration, and
+class ICEMConfig(CEMConfig):
+    """iCEM (Pinneri et al. 2020): the CEM settings plus coloured noise (power spectrum ~ 1/f^beta along time),
+    population decay ``N_i = max(N * decay^-i, 2K)``, a fraction ``keep_elites`` of the elites carried to the
+    next iteration (and, shifted, to the next plan), the mean added as a candidate at the last iteration, and
     the best sequence seen returned."""
 
-    population: int = 128
-    elites: int = 16
-    iterations: int = 3
-    alpha: float = 0.1
-    init_std: float = 1.0
-    min_std: float = 0.05
     beta: float = 2.0
     decay: float = 1.25
     keep_elites: float = 0.3
