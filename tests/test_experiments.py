@@ -39,6 +39,8 @@ def test_reproduce_pendulum_video_toy(tmp_path):
     controls = {r["control"] for r in res["verdict"]["rows"]}
     assert controls == (five - {"Noether"}) | {"copy last frame"}
     assert all(len(r["per_seed"]) == 2 for r in res["verdict"]["rows"])
+    assert set(res["verdict"]["target"]["per_control"]) == five - {"Noether"}
+    assert (tmp_path / "fig3" / "angle_error.png").is_file()
     assert (tmp_path / "fig3" / "results.json").is_file()
     # the random-g_phi control kept g_phi at its initialisation; Noether changed it
     from noether_rl.training import load_checkpoint
@@ -50,6 +52,24 @@ def test_reproduce_pendulum_video_toy(tmp_path):
     rnd, noe = emb("noether_random"), emb("noether")
     torch.manual_seed(0)
     assert any(not torch.equal(rnd[k], noe[k]) for k in rnd)
+
+
+def test_acceptance_needs_ratio_ssim_and_significance():
+    from noether_rl.experiments.pendulum_video import MODELS, acceptance
+
+    def block(mse: float, ssim: float) -> dict:
+        return {"metrics": {"mse": {"mean": mse}, "ssim": {"mean": ssim}}}
+
+    pooled = {n: block(1.0, 0.80) for n in MODELS.values()}
+    pooled["Noether"] = block(0.94, 0.81)
+    rows = [{"control": c, "metric": m, "better": True} for c in MODELS.values() if c != "Noether" for m in ("mse", "ssim")]
+    assert acceptance(pooled, rows)["met"]
+    pooled["SVG"] = block(0.97, 0.80)  # ratio 0.969 > 0.95: significant but too small a gain
+    out = acceptance(pooled, rows)
+    assert not out["met"] and not out["per_control"]["SVG"]["met"] and out["per_control"]["SVG (more steps)"]["met"]
+    pooled["SVG"] = block(1.0, 0.80)
+    rows[0]["better"] = False  # not significant
+    assert not acceptance(pooled, rows)["met"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
