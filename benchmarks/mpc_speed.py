@@ -6,9 +6,12 @@
 
 Speed does not depend on the weights, so without ``--checkpoint`` a randomly initialised model of the
 scale's architecture (with an untrained g_phi) is timed. Modes: ``untailored`` (plain rollout of all
-candidates), ``shared`` (the default: one tailoring call per planning problem on the mean candidate, its
-adapted tensors shared by all candidates), ``per_candidate`` (every candidate tailored on its own rollout).
-Control rate = planning steps per second for one env (replan every step), median over ``--repeats``.
+candidates), ``shared`` (the default: one tailoring call per planning step on the planner's warm start, its
+adapted tensors shared by all candidates of every optimiser iteration), ``per_iteration`` (one tailoring
+call per optimiser iteration, on the mean candidate), ``per_candidate`` (every candidate tailored on its own
+rollout, every iteration). Control rate = planning steps per second for one env (replan every step), median
+over ``--repeats``; also reported: CPU seconds per step of this process (``time.process_time``), the figure
+to compare on a loaded machine, and the extra cost of each tailored mode relative to ``untailored``.
 
 Fidelity (``--checkpoint``, a trained Noether model): for ``--fidelity-contexts`` seeded real-env contexts
 (PixelPendulum, random actions), ``--fidelity-candidates`` random candidate sequences each are imagined
@@ -61,17 +64,20 @@ def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iteratio
     wm.tailor_mode = "per_candidate" if mode == "per_candidate" else "shared"
     planner = make_planner("cem", horizon, [-2.0], [2.0], population=population, iterations=iterations, seed=0,
                            device=device)
-    agent = MPCAgent(wm, planner, MPCConfig(tailor=mode != "untailored"))
+    every = "plan" if mode in ("untailored", "shared") else "iteration"
+    agent = MPCAgent(wm, planner, MPCConfig(tailor=mode != "untailored", tailor_every=every))
     rng = np.random.default_rng(0)
     obs = rng.integers(0, 256, size=wm.obs_shape, dtype=np.uint8)
     agent.predict(obs)  # warm-up (allocations, cudnn autotune)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         agent.predict(obs, episode_start=np.array([False]))
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     med = statistics.median(times)
-    return {"median_s_per_step": med, "control_rate_hz": 1.0 / med, "repeats": repeats}
+    return {"median_s_per_step": med, "control_rate_hz": 1.0 / med, "median_cpu_s_per_step": statistics.median(cpu),
+            "repeats": repeats}
 
 
 @torch.no_grad()
@@ -135,7 +141,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--n-past", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--modes", nargs="+", default=["untailored", "shared", "per_candidate"])
+    p.add_argument("--modes", nargs="+", default=["untailored", "shared", "per_iteration", "per_candidate"],
+                   choices=["untailored", "shared", "per_iteration", "per_candidate"])
     p.add_argument("--fidelity-contexts", type=int, default=0)
     p.add_argument("--fidelity-candidates", type=int, default=16)
     p.add_argument("--device", default="auto")
@@ -156,8 +163,13 @@ def main() -> None:
            "iterations": args.iterations, "modes": {}}
     for mode in args.modes:
         res["modes"][mode] = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
-        print(f"{mode:14s} {res['modes'][mode]['control_rate_hz']:.2f} Hz "
-              f"({res['modes'][mode]['median_s_per_step'] * 1e3:.0f} ms/step)", flush=True)
+        m = res["modes"][mode]
+        base = res["modes"].get("untailored")
+        if base is not None and mode != "untailored":
+            m["cpu_relative_to_untailored"] = m["median_cpu_s_per_step"] / base["median_cpu_s_per_step"]
+        rel = f", {m['cpu_relative_to_untailored']:.2f}x untailored CPU" if "cpu_relative_to_untailored" in m else ""
+        print(f"{mode:14s} {m['control_rate_hz']:.2f} Hz ({m['median_s_per_step'] * 1e3:.0f} ms/step wall, "
+              f"{m['median_cpu_s_per_step'] * 1e3:.0f} ms/step CPU{rel})", flush=True)
     if args.fidelity_contexts:
         res["fidelity"] = fidelity(wm, args.fidelity_contexts, args.fidelity_candidates, args.horizon, seed=1000)
         print(json.dumps(res["fidelity"], indent=1))

@@ -134,3 +134,29 @@ def test_nan_rewards_from_the_model_do_not_crash_the_planner():
         assert np.isfinite(a).all() and a[0] <= 0.9  # candidates with a NaN score are never chosen
         obs, *_ = env.step(a)
     assert agent.stats()["nonfinite_scores"] > 0
+
+
+@pytest.mark.parametrize("every,per_plan", [("plan", 1), ("iteration", 3)])
+def test_mpc_tailors_once_per_planning_step_on_the_warm_start(every, per_plan):
+    from test_agents_world_model import tiny_world_model
+
+    wm = tiny_world_model()
+    calls: list[torch.Tensor] = []
+    inner = wm._tailored
+
+    def counting(context, actions, horizon, generator):
+        calls.append(actions[:, wm.n_past - 1:].clone())
+        return inner(context, actions, horizon, generator)
+
+    wm._tailored = counting  # type: ignore[method-assign]
+    planner = CEM(3, [-2.0], [2.0], CEMConfig(population=8, elites=2, iterations=3), seed=0)
+    agent = MPCAgent(wm, planner, MPCConfig(tailor_every=every))
+    obs = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    agent.predict(obs)
+    assert len(calls) == per_plan and calls[0].shape == (2, 3, 1)
+    mean_after_first = planner.warm_start(2)
+    agent.predict(obs)
+    assert len(calls) == 2 * per_plan
+    if every == "plan":  # tailored on the previous plan shifted by the one executed step
+        shifted = torch.cat([mean_after_first[:, 1:], torch.zeros(2, 1, 1)], 1)
+        torch.testing.assert_close(calls[1], shifted)

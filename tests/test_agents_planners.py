@@ -110,8 +110,10 @@ def test_advance_shifts_warm_start():
     mean = p._mean.clone()
     p.advance(1)
     assert torch.equal(p._mean[:, :3], mean[:, 1:]) and torch.equal(p._mean[:, 3], torch.zeros(1, 1))
+    assert torch.equal(p.warm_start(), p._mean[0]) and torch.equal(p.warm_start(1), p._mean)
     p.reset()
     assert p._mean is None
+    assert torch.equal(p.warm_start(3), torch.zeros(3, 4, 1))  # no warm start: the centre of the bounds
 
 
 def test_colored_noise_unit_variance_and_errors():

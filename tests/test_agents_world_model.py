@@ -116,3 +116,37 @@ def test_reward_cnn_fits_recorded_rewards_and_round_trips(tiny_recording, tmp_pa
     torch.save({"kind": "svg", "model": {}}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a reward model"):
         load_reward(tmp_path / "other.pt")
+
+
+def test_prepare_once_then_score_many_matches_imagine_and_per_candidate():
+    wm = tiny_world_model()
+    ctx, ca, seqs = _inputs()
+    # the shared preparation (tailored on the mean candidate) reproduces imagine exactly
+    prep = wm.prepare(ctx, ca, 3, tailor=True, plan=seqs.mean(1))
+    assert prep.tailored and prep.adapt is not None and prep.warm is not None
+    torch.testing.assert_close(wm.imagine_prepared(prep, seqs).frames, wm.imagine(ctx, ca, seqs).frames)
+    # a plan's own tailoring, shared with a candidate equal to it, equals tailoring that candidate alone
+    plan = seqs[:, 1]
+    prep = wm.prepare(ctx, ca, 3, tailor=True, plan=plan)
+    alone = tiny_world_model(mode="per_candidate").imagine(ctx, ca, plan[:, None], tailor=True)
+    torch.testing.assert_close(wm.imagine_prepared(prep, seqs).frames[:, 1], alone.frames[:, 0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(UserError, match="T=3"):
+        wm.imagine_prepared(prep, seqs[:, :, :2])
+
+
+def test_inner_lr_override_is_used_and_learned_lr_is_read_once():
+    torch.manual_seed(0)
+    svg = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer"))
+    net = NoetherNetwork(svg, NoetherEmbedding(EmbeddingConfig(image_size=S, emb_dim=8)),
+                         NoetherConfig(learn_inner_lr=True))
+    with torch.no_grad():
+        net.log_inner_lr.fill_(np.log(0.5))
+    reward = FunctionReward(lambda a, x: -x.mean((1, 2, 3)))
+    kw = dict(n_past=P, action_dim=1, frame_shape=(3, S, S))
+    assert WorldModel(net, reward, **kw).inner_lr == pytest.approx(0.5)
+    ctx, ca, seqs = _inputs()
+    zero = WorldModel(net, reward, inner_lr=0.0, **kw)  # an explicit lr wins over the learned one
+    torch.testing.assert_close(zero.imagine(ctx, ca, seqs, tailor=True).frames,
+                               zero.imagine(ctx, ca, seqs, tailor=False).frames)
+    moved = WorldModel(net, reward, **kw).imagine(ctx, ca, seqs, tailor=True).frames
+    assert (moved - zero.imagine(ctx, ca, seqs, tailor=False).frames).abs().max() > 1e-4

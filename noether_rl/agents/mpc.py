@@ -12,20 +12,26 @@ returned action is executed). At an episode start the window is padded by repeat
 with zero actions until ``n_past`` real frames have been seen. It replans every ``replan_every`` steps,
 executing the plan's next action in between, and warm-starts each plan from the previous one shifted by
 the steps executed since.
+
+Per planning step the world model is prepared ONCE (:meth:`WorldModel.prepare`: the context encoding and,
+when tailoring, one tailoring call on the context and the planner's warm start, i.e. the previous plan
+shifted), and every optimiser iteration scores its candidates from that shared preparation
+(:meth:`WorldModel.imagine_prepared`). ``MPCConfig.tailor_every="iteration"`` (for measurements) instead
+tailors in every objective call, on the mean of that iteration's candidates.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from noether_rl.agents.planners import Planner
-from noether_rl.agents.world_model import WorldModel, obs_to_tensor, tensor_to_obs
+from noether_rl.agents.world_model import Prepared, WorldModel, obs_to_tensor, tensor_to_obs
 from noether_rl.errors import UserError
 
 
@@ -33,13 +39,16 @@ from noether_rl.errors import UserError
 class MPCConfig:
     """replan_every: steps between plans (1 = replan every step). tailor: tailor the Noether model when
     scoring. discount: per-step reward discount inside the horizon. record_imagined: also imagine the
-    chosen plan (one extra 1-candidate rollout per plan) so :attr:`MPCAgent.imagined_next` holds the model's
-    prediction of the next frame (for side-by-side videos)."""
+    chosen plan (one extra 1-candidate rollout per plan, from the same preparation) so :attr:`MPCAgent.imagined_next` holds the model's
+    prediction of the next frame (for side-by-side videos). tailor_every: "plan" (tailor once per planning
+    step, on the warm-start plan; the default) or "iteration" (once per optimiser iteration, on the mean
+    candidate; the measured alternative)."""
 
     replan_every: int = 1
     tailor: bool = True
     discount: float = 1.0
     record_imagined: bool = False
+    tailor_every: Literal["plan", "iteration"] = "plan"
 
 
 class MPCAgent:
@@ -50,6 +59,8 @@ class MPCAgent:
             raise UserError(f"replan_every must be >= 1, got {cfg.replan_every}")
         if planner.action_dim != world_model.action_dim:
             raise UserError(f"planner has action dim {planner.action_dim}, the world model {world_model.action_dim}")
+        if cfg.tailor_every not in ("plan", "iteration"):
+            raise UserError(f"tailor_every must be 'plan' or 'iteration', got {cfg.tailor_every!r}")
         if cfg.replan_every > planner.horizon:
             raise UserError(f"replan_every={cfg.replan_every} exceeds the planning horizon {planner.horizon}")
         self.wm, self.planner, self.cfg = world_model, planner, cfg
@@ -93,8 +104,11 @@ class MPCAgent:
         self._acts = torch.where(idx[:, None, None], torch.zeros_like(self._acts), self._acts)
         self.planner.forget(idx)  # the other envs keep their warm start
 
-    def _objective(self, seqs: Tensor) -> Tensor:  # [n, N, H, A] -> [n, N]
-        out = self.wm.imagine(self._frames, self._acts, seqs, tailor=self.cfg.tailor)
+    def _objective(self, seqs: Tensor, prep: Prepared | None) -> Tensor:  # [n, N, H, A] -> [n, N]
+        if prep is None:  # tailor_every="iteration"
+            out = self.wm.imagine(self._frames, self._acts, seqs, tailor=self.cfg.tailor)
+        else:
+            out = self.wm.imagine_prepared(prep, seqs)
         scores = (out.rewards * self._discounts[: out.rewards.shape[-1]]).sum(-1)
         self._nonfinite += (~torch.isfinite(scores)).sum()
         return scores
@@ -136,10 +150,15 @@ class MPCAgent:
             t0 = time.perf_counter()
             if self._plan is not None:
                 self.planner.advance(self._since)
-            self._plan = self.planner.plan(self._objective, batch_size=n)
+            prep = None
+            if self.cfg.tailor_every == "plan" or not (self.cfg.tailor and self.wm.can_tailor):
+                prep = self.wm.prepare(self._frames, self._acts, self.planner.horizon, tailor=self.cfg.tailor,
+                                       plan=self.planner.warm_start(n))
+            self._plan = self.planner.plan(lambda seqs: self._objective(seqs, prep), batch_size=n)
             if self.cfg.record_imagined:
-                self._imagined = self.wm.imagine(self._frames, self._acts, self._plan[:, None],
-                                                 tailor=self.cfg.tailor).frames[:, 0]  # [n, H, C, h, w]
+                im = self.wm.imagine_prepared(prep, self._plan[:, None]) if prep is not None else \
+                    self.wm.imagine(self._frames, self._acts, self._plan[:, None], tailor=self.cfg.tailor)
+                self._imagined = im.frames[:, 0]  # [n, H, C, h, w]
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             self.plan_seconds += time.perf_counter() - t0

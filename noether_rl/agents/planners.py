@@ -125,6 +125,14 @@ class Planner:
         if self._elites is not None:
             self._elites = self._shift(self._elites, steps)
 
+    def warm_start(self, batch_size: int | None = None) -> Tensor:
+        """The sequence the next :meth:`plan` starts from (``[H, A]``, or ``[B, H, A]`` with ``batch_size``):
+        the shifted previous solution, or the centre of the bounds without one."""
+        B = 1 if batch_size is None else int(batch_size)
+        m = self._mean if self._mean is not None and self._mean.shape[0] == B else None
+        out = m.clone() if m is not None else self.centre.expand(B, self.horizon, self.action_dim).clone()
+        return out[0] if batch_size is None else out
+
     def plan(self, objective: Objective, batch_size: int | None = None) -> Tensor:
         """Optimise; returns the plan ``[H, A]`` (or ``[B, H, A]`` with ``batch_size``)."""
         B = 1 if batch_size is None else int(batch_size)

@@ -116,15 +116,14 @@ def load_world_model(checkpoint: str, reward: RewardSpec, device: torch.device, 
     c = svg.cfg
     wm = WorldModel(loaded.module, rmodel, n_past=loaded.config.data.n_past, action_dim=c.action_dim,
                     frame_shape=(c.channels, c.image_size, c.image_size), tailor_mode=tailor_mode,  # type: ignore[arg-type]
-                    tailor_cfg=None)
-    if wm.tailor_cfg is not None and (inner_steps is not None or inner_lr is not None):
+                    tailor_cfg=None, inner_lr=inner_lr)
+    if wm.tailor_cfg is not None and inner_steps is not None:
         from dataclasses import replace
 
-        ch = {k: v for k, v in (("steps", inner_steps), ("lr", inner_lr)) if v is not None}
-        wm.tailor_cfg = replace(wm.tailor_cfg, **ch)
+        wm.tailor_cfg = replace(wm.tailor_cfg, steps=inner_steps)
     info = {"checkpoint": str(checkpoint), "kind": loaded.kind, "n_past": wm.n_past, "frame_shape": wm.frame_shape,
             "can_tailor": wm.can_tailor, "tailor_cfg": asdict(wm.tailor_cfg) if wm.tailor_cfg else None,
-            "reward": rinfo}
+            "inner_lr": wm.inner_lr, "reward": rinfo}
     return wm, info
 
 

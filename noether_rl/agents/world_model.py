@@ -12,29 +12,40 @@ Shapes (``C, H, W`` the model's frame shape, ``A`` the action dim):
 
 Everything runs under ``torch.no_grad()`` on the model's device, all ``B * N`` candidates in one rollout.
 
+Two stages (:meth:`WorldModel.prepare`, then :meth:`WorldModel.imagine_prepared`; :meth:`WorldModel.imagine`
+does both). ``prepare`` does everything that does not depend on the candidates, once per planning step, on
+the ``B`` problems only: the tailoring (if any) and the predictor's warm start (encoding the context and
+running the LSTM over it). ``imagine_prepared`` then rolls all ``B * N`` candidates out in one batch from
+that shared warm start (its recurrent state expanded over the candidates, the decoder's skip features
+broadcast, not copied) and scores them with the reward model. A planner calls ``prepare`` once per
+planning step and ``imagine_prepared`` once per optimiser iteration (:class:`~noether_rl.agents.mpc.MPCAgent`).
+
 When tailoring happens (``tailor=True`` and the model is a Noether Network), mode ``"shared"`` (default):
-once per call, per problem, on the context and a rollout of the *mean* candidate sequence (the centre of
-the planner's current search distribution): ``NoetherNetwork.predict`` on ``B`` examples returns the adapted
-tensors ``[B, ...]``, which are then shared by (expanded over) the ``N`` candidates of that problem for the
-single batched rollout of all candidates. Cost: one tailoring call on ``B`` examples (an inner-loss rollout,
-its backward and a final rollout, all of size ``B``), i.e. about one extra rollout on top of the ``B * N``
-candidate rollout, not one per candidate. Mode ``"per_candidate"`` (the alternative, for measurements)
-tailors every candidate on its own rollout: ``predict`` on ``B * N`` examples (~3-4x the untailored cost).
-``benchmarks/mpc_speed.py`` measures both (speed, and the frame error against the real env).
+once per ``prepare``, per problem, on the context and a rollout of ONE reference plan (MPC: the planner's
+warm start, i.e. the previous plan shifted; ``imagine``: the mean candidate): ``NoetherNetwork.predict`` on
+``B`` examples returns the adapted tensors ``[B, ...]``, which are then shared by (expanded over) the ``N``
+candidates of that problem and every optimiser iteration of that planning step. Cost: one tailoring call on
+``B`` examples (an inner-loss rollout, its backward and a final rollout, all of size ``B``) per planning
+step, i.e. well under one extra candidate rollout, not one per candidate nor one per iteration. Mode
+``"per_candidate"`` (the alternative, for measurements) tailors every candidate on its own rollout:
+``predict`` on ``B * N`` examples (~3-4x the untailored cost). ``benchmarks/mpc_speed.py`` measures the
+modes (speed, and the frame error against the real env).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from noether_rl.agents.reward import RewardModel
 from noether_rl.errors import UserError
+from noether_rl.models.svg import WarmStart
 from noether_rl.noether import NoetherNetwork, frames_to_tensor, tensor_to_frames
 from noether_rl.tailoring import TailorConfig
 
@@ -53,6 +64,18 @@ class Imagined:
     rewards: Tensor  # [B, N, T] predicted rewards (may be non-finite: planners treat those as -inf)
 
 
+@dataclass
+class Prepared:
+    """What :meth:`WorldModel.prepare` computed once for ``B`` problems (shared by all their candidates)."""
+
+    context: Tensor  # [B, n_past, C, H, W] float in [0, 1]
+    context_actions: Tensor  # [B, n_past-1, A]
+    horizon: int
+    adapt: dict[str, Tensor] | None  # tailored adaptables [B, ...]; None = untailored (or no step taken)
+    warm: Any | None  # the predictor's warm start on the B problems (None: the rollout encodes the context)
+    tailored: bool  # tailoring was requested and the model can tailor
+
+
 class WorldModel:
     """predictor or Noether Network + reward model; see the module docstring.
 
@@ -60,11 +83,13 @@ class WorldModel:
     reward: a reward model (:mod:`noether_rl.agents.reward`).
     n_past: context frames the model is conditioned on.
     tailor_cfg: the inner loop used when tailoring (default: the network's own, first order).
+    inner_lr: an explicit inner lr, used as given; default: the network's own (its learned lr when it learns
+        one, else ``tailor_cfg.lr``), read once here as a float so tailoring makes no device sync per call.
     """
 
     def __init__(self, model: nn.Module, reward: RewardModel, *, n_past: int, action_dim: int,
                  frame_shape: tuple[int, int, int], tailor_cfg: TailorConfig | None = None,
-                 tailor_mode: TailorMode = "shared") -> None:
+                 tailor_mode: TailorMode = "shared", inner_lr: float | None = None) -> None:
         if n_past < 1:
             raise UserError(f"n_past must be >= 1, got {n_past}")
         if tailor_mode not in ("shared", "per_candidate"):
@@ -81,8 +106,12 @@ class WorldModel:
         if self.network is not None:
             tc = tailor_cfg or self.network.cfg.tailor
             self.tailor_cfg: TailorConfig | None = replace(tc, order="first")
+            lr = self.network.inner_lr(inner_lr) if inner_lr is not None or self.network.cfg.learn_inner_lr \
+                else tc.lr
+            self.inner_lr: float | None = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
         else:
             self.tailor_cfg = None
+            self.inner_lr = None
         self.tailor_mode: TailorMode = tailor_mode
 
     # -- construction ---------------------------------------------------------------------------------
@@ -101,16 +130,11 @@ class WorldModel:
         svg = loaded.svg
         cfg = svg.cfg
         tcfg = None
-        if isinstance(module, NoetherNetwork):
-            changes: dict = {}
-            if inner_steps is not None:
-                changes["steps"] = inner_steps
-            if inner_lr is not None:
-                changes["lr"] = inner_lr
-            tcfg = replace(module.cfg.tailor, **changes)
+        if isinstance(module, NoetherNetwork) and inner_steps is not None:
+            tcfg = replace(module.cfg.tailor, steps=inner_steps)
         return cls(module, reward, n_past=n_past or loaded.config.data.n_past, action_dim=cfg.action_dim,
                    frame_shape=(cfg.channels, cfg.image_size, cfg.image_size), tailor_cfg=tcfg,
-                   tailor_mode=tailor_mode)
+                   tailor_mode=tailor_mode, inner_lr=inner_lr)
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -128,21 +152,34 @@ class WorldModel:
         C, H, W = self.frame_shape
         return (H, W, C)
 
-    # -- model calls (the only two places that talk to the core) --------------------------------------
+    # -- model calls (the only places that talk to the core) -------------------------------------------
     def _rollout(self, context: Tensor, actions: Tensor, horizon: int, adapt: dict[str, Tensor] | None,
-                 generator: torch.Generator | None) -> Tensor:
-        return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=generator).pred
+                 generator: torch.Generator | None, warm: Any | None = None) -> Tensor:
+        kw = {} if warm is None else {"warm": warm}
+        return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=generator, **kw).pred
 
     def _tailored(self, context: Tensor, actions: Tensor, horizon: int,
                   generator: torch.Generator | None) -> tuple[dict[str, Tensor] | None, Tensor]:
         """One ``NoetherNetwork.predict`` call: (tailored adaptables [B, ...] or None if no step was taken,
         the tailored prediction [B, horizon, C, H, W])."""
         assert self.network is not None
-        out = self.network.predict(context, actions, horizon, tailor_cfg=self.tailor_cfg, generator=generator)
+        out = self.network.predict(context, actions, horizon, tailor_cfg=self.tailor_cfg, inner_lr=self.inner_lr,
+                                   generator=generator)
         return (None if out.result is None else out.result.adapted), out.pred
 
-    # -- the entry point ------------------------------------------------------------------------------
-    def _check(self, context: Tensor, context_actions: Tensor, action_seqs: Tensor) -> Tensor:
+    def _warm(self, context: Tensor, context_actions: Tensor, horizon: int, cn: bool,
+              generator: torch.Generator | None) -> Any | None:
+        """The predictor's warm start (context encoding + LSTM warm-up) on ``B`` problems, when it has one
+        whose layout this class knows how to share over candidates (SVG's :class:`WarmStart`)."""
+        if cn or not hasattr(self.predictor, "warm_start"):
+            return None
+        B, _, A = context_actions.shape
+        acts = torch.cat([context_actions, context_actions.new_zeros(B, horizon, A)], 1)  # only the context part is read
+        warm = self.predictor.warm_start(context, acts, horizon, kind="hidden", generator=generator)
+        return warm if isinstance(warm, WarmStart) else None
+
+    # -- the entry points -----------------------------------------------------------------------------
+    def _check_context(self, context: Tensor, context_actions: Tensor) -> tuple[Tensor, Tensor]:
         if context.dtype == torch.uint8:
             context = obs_to_tensor(context, self.device)
         context = context.to(self.device, torch.float32)
@@ -150,40 +187,93 @@ class WorldModel:
             raise UserError(f"context must be [B, >={self.n_past}, {', '.join(map(str, self.frame_shape))}] frames, "
                             f"got {list(context.shape)}")
         B = context.shape[0]
-        if action_seqs.dim() != 4 or action_seqs.shape[0] != B or action_seqs.shape[-1] != self.action_dim:
-            raise UserError(f"action_seqs must be [B={B}, N, T, A={self.action_dim}], got {list(action_seqs.shape)}")
         if tuple(context_actions.shape) != (B, self.n_past - 1, self.action_dim):
             raise UserError(f"context_actions must be [B={B}, n_past-1={self.n_past - 1}, A={self.action_dim}], "
                             f"got {list(context_actions.shape)}")
-        return context[:, -self.n_past:]
+        return context[:, -self.n_past:], context_actions.to(self.device, torch.float32)
+
+    def _check_seqs(self, action_seqs: Tensor, B: int, horizon: int | None = None) -> Tensor:
+        if action_seqs.dim() != 4 or action_seqs.shape[0] != B or action_seqs.shape[-1] != self.action_dim \
+                or (horizon is not None and action_seqs.shape[2] != horizon):
+            T = "T" if horizon is None else f"T={horizon}"
+            raise UserError(f"action_seqs must be [B={B}, N, {T}, A={self.action_dim}], got {list(action_seqs.shape)}")
+        return action_seqs.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def prepare(self, context: Tensor, context_actions: Tensor, horizon: int, *, tailor: bool = True,
+                plan: Tensor | None = None, generator: torch.Generator | None = None) -> Prepared:
+        """The candidate-independent part of imagining, for ``B`` problems: tailoring on the context and a
+        rollout of ``plan`` ``[B, horizon, A]`` (default: zero actions) when ``tailor`` and the model can, and
+        the predictor's warm start. Pass the result to :meth:`imagine_prepared` (any number of times)."""
+        context, ctx_a = self._check_context(context, context_actions)
+        B = context.shape[0]
+        if horizon < 1:
+            raise UserError(f"horizon must be >= 1, got {horizon}")
+        tailored = bool(tailor and self.can_tailor)
+        adapt = None
+        if tailored:
+            ref = ctx_a.new_zeros(B, horizon, self.action_dim) if plan is None else \
+                self._check_seqs(plan[:, None], B, horizon)[:, 0]
+            adapt, _ = self._tailored(context, torch.cat([ctx_a, ref], 1), horizon, generator)
+        cn = any(k.startswith("cn_") for k in (adapt or {}))
+        warm = self._warm(context, ctx_a, horizon, cn, generator)
+        return Prepared(context=context, context_actions=ctx_a, horizon=int(horizon), adapt=adapt, warm=warm,
+                        tailored=tailored)
+
+    @torch.no_grad()
+    def imagine_prepared(self, prep: Prepared, action_seqs: Tensor, *,
+                         generator: torch.Generator | None = None) -> Imagined:
+        """Imagine ``N`` candidates ``[B, N, horizon, A]`` per prepared problem in ONE batched rollout."""
+        B = prep.context.shape[0]
+        seqs = self._check_seqs(action_seqs, B, prep.horizon)
+        _, N, T, A = seqs.shape
+        P = self.n_past
+
+        def over_candidates(x: Tensor) -> Tensor:  # [B, ...] -> [B*N, ...] example-major
+            return x[:, None].expand(B, N, *x.shape[1:]).reshape(B * N, *x.shape[1:])
+
+        full = torch.cat([prep.context_actions[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
+        adapt = None if prep.adapt is None else {k: over_candidates(v) for k, v in prep.adapt.items()}
+        if prep.warm is not None:
+            w: WarmStart = prep.warm
+            # the recurrent state and codes per candidate; the decoder's skip parts stay [B, 1, ...] and are
+            # broadcast over the B*N example-major rows by the decoder (no copy)
+            warm = dataclasses.replace(
+                w, h_gt=over_candidates(w.h_gt), kl=None if w.kl is None else over_candidates(w.kl),
+                states={k: [(over_candidates(h), over_candidates(c)) for h, c in v] for k, v in w.states.items()})
+            ctx = prep.context[:, None].expand(B, N, *prep.context.shape[1:]).flatten(0, 1)  # a view: dtype only
+            pred = self._rollout(ctx, full, T, adapt, generator, warm)
+        else:
+            pred = self._rollout(over_candidates(prep.context), full, T, adapt, generator)  # [B*N, T, C, H, W]
+        last = over_candidates(prep.context[:, -1:])
+        return self._score(last, pred, seqs)
+
+    def _score(self, last: Tensor, pred: Tensor, seqs: Tensor) -> Imagined:
+        """last context frame [B*N, 1, C, H, W], predictions [B*N, T, C, H, W], actions [B, N, T, A]."""
+        B, N, T, A = seqs.shape
+        prev = torch.cat([last, pred[:, :-1]], 1)
+        r = self.reward(prev.flatten(0, 1), seqs.reshape(B * N * T, A), pred.flatten(0, 1))
+        return Imagined(frames=pred.view(B, N, T, *pred.shape[2:]), rewards=r.reshape(B, N, T))
 
     @torch.no_grad()
     def imagine(self, context: Tensor, context_actions: Tensor, action_seqs: Tensor, *, tailor: bool = True,
                 generator: torch.Generator | None = None) -> Imagined:
-        """Imagine ``N`` candidate futures per problem (shapes in the module docstring), batched."""
-        context = self._check(context, context_actions, action_seqs)
-        dev = self.device
-        ctx_a = context_actions.to(dev, torch.float32)
-        seqs = action_seqs.to(dev, torch.float32)
-        B, N, T, A = seqs.shape
-        P = self.n_past
-        full = torch.cat([ctx_a[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
-        ctx = context[:, None].expand(B, N, *context.shape[1:]).reshape(B * N, *context.shape[1:])
-        adapt, pred = None, None
-        if tailor and self.can_tailor:
-            if self.tailor_mode == "shared" and N > 1:
-                ref = torch.cat([ctx_a, seqs.mean(1)], 1)  # the mean candidate [B, P-1+T, A]
-                shared, _ = self._tailored(context, ref, T, generator)
-                if shared is not None:
-                    adapt = {k: v[:, None].expand(B, N, *v.shape[1:]).reshape(B * N, *v.shape[1:])
-                             for k, v in shared.items()}
-            else:  # per candidate (with N = 1 both modes coincide): predict's own final rollout is the answer
-                _, pred = self._tailored(ctx, full, T, generator)
-        if pred is None:
-            pred = self._rollout(ctx, full, T, adapt, generator)  # [B*N, T, C, H, W]
-        prev = torch.cat([ctx[:, -1:], pred[:, :-1]], 1)
-        r = self.reward(prev.flatten(0, 1), seqs.reshape(B * N * T, A), pred.flatten(0, 1))
-        return Imagined(frames=pred.view(B, N, T, *pred.shape[2:]), rewards=r.reshape(B, N, T))
+        """Imagine ``N`` candidate futures per problem (shapes in the module docstring), batched. Mode
+        "shared": ``prepare`` tailored on the mean candidate, then ``imagine_prepared``."""
+        context, ctx_a = self._check_context(context, context_actions)
+        B = context.shape[0]
+        seqs = self._check_seqs(action_seqs, B)
+        _, N, T, A = seqs.shape
+        if tailor and self.can_tailor and (self.tailor_mode == "per_candidate" or N == 1):
+            # every candidate tailored on its own rollout (with N = 1 both modes coincide): predict's own
+            # final rollout is the answer, one rollout less than prepare + imagine_prepared
+            P = self.n_past
+            full = torch.cat([ctx_a[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
+            ctx = context[:, None].expand(B, N, *context.shape[1:]).reshape(B * N, *context.shape[1:])
+            _, pred = self._tailored(ctx, full, T, generator)
+            return self._score(ctx[:, -1:], pred, seqs)
+        prep = self.prepare(context, ctx_a, T, tailor=tailor, plan=seqs.mean(1), generator=generator)
+        return self.imagine_prepared(prep, seqs, generator=generator)
 
 
-__all__ = ["Imagined", "TailorMode", "WorldModel", "obs_to_tensor", "tensor_to_obs"]
+__all__ = ["Imagined", "Prepared", "TailorMode", "WorldModel", "obs_to_tensor", "tensor_to_obs"]
