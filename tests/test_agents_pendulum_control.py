@@ -23,6 +23,10 @@ def test_pendulum_control_toy(tmp_path):
     assert all(r["n"] == 2 for r in rows.values())
     assert set(res["fidelity"]["tailored_minus_untailored"]) == {"h10", "h25", "h50"}
     assert "MPC tailored - MPC untailored" in res["paired"]
+    # the world model's held-out angle error per step, next to the copy-last floor, is reported
+    at = res["heldout"]["angle_error_deg_at_steps"]
+    assert {"SVG", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
+    assert res["stage"] == "complete" and res["cpu_time_s"]["train_svg"] > 0
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]

@@ -3,11 +3,13 @@
 Pipeline (every stage is reused by a rerun: recordings resume, finished training runs are skipped, the
 reward model, the SB3 agent and each evaluated row are cached in ``out``):
 
-1. record ``episodes`` episodes of the ``sine`` policy (varied actions and states; a swing-up-only dataset
-   makes the SVG memorise its episodes) -- split train / val / test by episode (:func:`episode_split`);
+1. record ``episodes`` episodes of the ``mixed`` policy (per episode sine, random or a noisy swing-up:
+   varied actions and states including the upright ones a swing-up needs; a swing-up-only dataset makes the
+   SVG memorise its episodes) -- split train / val / test by episode (:func:`episode_split`);
 2. train the small SVG on the train episodes, then meta-train g_phi (Alg. 1, predictor frozen) from it;
 3. fit the reward CNN on the train episodes' recorded rewards (its MSE on val episodes is reported);
-4. world-model quality on the TEST episodes: per-step pendulum angle error of SVG, Noether and the
+4. world-model quality on the TEST episodes, BEFORE any planning (``results.json`` is written with it
+   first, ``"stage": "world model"``): per-step pendulum angle error of SVG, Noether and the
    copy-last-frame floor (``noether_rl.experiments.evaluation``); fidelity of the model *environment*
    (sliding window, as ``WorldModelEnv`` steps) against the recording under the recorded actions: frame MSE
    at horizons 10 / 25 / 50, tailored vs untailored, paired per test episode;
@@ -26,7 +28,10 @@ Nothing is selected on the test episodes or on the evaluation seeds: all setting
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,7 +72,8 @@ class Scale:
     width: int = 16
     g_dim: int = 64
     rnn_size: int = 128
-    episodes: int = 80  # recorded sine-policy episodes: train / val / test below
+    policy: str = "mixed"  # recording policy (noether_rl.recorders.POLICIES)
+    episodes: int = 80  # recorded episodes: train / val / test below
     train_episodes: int = 60
     val_episodes: int = 10
     steps: int = 200
@@ -83,10 +89,10 @@ class Scale:
     eval_episodes: int = 10
     eval_steps: int = 200  # real-env episode length for every row
     planner: str = "cem"
-    horizon: int = 10
-    population: int = 32  # 10 episodes x 32 candidates x 10 steps x 2 iterations = 6400 imagined frames per plan
-    iterations: int = 2
-    replan_every: int = 4  # measured on 2 contended cores: ~10-16 s per plan of the 10 episodes
+    horizon: int = 15  # 0.75 s of the 0.05 s steps
+    population: int = 64  # 10 episodes x 64 candidates x 15 steps x 3 iterations = 28800 imagined frames per plan
+    iterations: int = 3
+    replan_every: int = 3  # 67 plans per 200-step episode
     dream_algo: str = "ppo"
     dream_steps: int = 20000
     dream_envs: int = 8
@@ -203,6 +209,30 @@ def _paired(a: list[float], b: list[float]) -> dict[str, Any]:
     return mean_se(np.asarray(a) - np.asarray(b))
 
 
+class _Clock:
+    """Wall and CPU seconds per stage (CPU: this process and its finished children, ``os.times``): on a shared
+    machine the CPU seconds are the comparable figure."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t, c = time.perf_counter(), self._cpu()
+        yield
+        self.wall[name] = time.perf_counter() - t
+        self.cpu[name] = self._cpu() - c
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.wall, "cpu_time_s": self.cpu, "torch_threads": torch.get_num_threads()}
+
+
 def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
     s = cfg.spec
     out = Path(cfg.out)
@@ -211,64 +241,76 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
     split = episode_split(s.episodes, s.train_episodes, s.val_episodes)
     if not split.test:
         raise UserError("pendulum-control needs test episodes: episodes > train_episodes + val_episodes")
-    walls: dict[str, float] = {}
+    clock = _Clock()
 
-    t = time.perf_counter()
     root = out / "data"
-    record(RecordConfig(env_id=PIXEL_PENDULUM_ID, policy="sine", episodes=s.episodes, steps=s.steps, size=s.size,
-                        seed=cfg.seed, out=root, num_envs=2, preview=False, progress=cfg.progress))
-    walls["record"] = time.perf_counter() - t
+    with clock("record"):
+        record(RecordConfig(env_id=PIXEL_PENDULUM_ID, policy=s.policy, episodes=s.episodes, steps=s.steps,
+                            size=s.size, seed=cfg.seed, out=root, num_envs=2, preview=False, progress=cfg.progress))
 
     svg_cfg, meta_cfg = _train_configs(cfg, s, root)
     for name, c in (("svg", svg_cfg), ("noether", meta_cfg)):
-        t = time.perf_counter()
-        train(c)
-        walls[f"train_{name}"] = time.perf_counter() - t
+        with clock(f"train_{name}"):
+            train(c)
     svg_ckpt, noe_ckpt = Path(svg_cfg.out) / "last.pt", Path(meta_cfg.out) / "last.pt"
 
-    # world-model quality on the test episodes (angle error per step vs the copy-last-frame floor)
+    # world-model quality on the test episodes (angle error per step vs the copy-last-frame floor), written
+    # to results.json before any planning
     from noether_rl.experiments.evaluation import EvalConfig, evaluate
 
-    t = time.perf_counter()
-    heldout = evaluate(EvalConfig(data=str(root), checkpoints={"SVG": str(svg_ckpt), "Noether": str(noe_ckpt)},
-                                  out=str(out / "heldout"), split="test", n_past=s.n_past, n_future=s.n_future,
-                                  stride=s.stride, max_windows=s.eval_windows, device=cfg.device, video=True,
-                                  reference="Noether", untailored=True))
-    walls["heldout_eval"] = time.perf_counter() - t
+    with clock("heldout_eval"):
+        heldout = evaluate(EvalConfig(data=str(root), checkpoints={"SVG": str(svg_ckpt), "Noether": str(noe_ckpt)},
+                                      out=str(out / "heldout"), split="test", n_past=s.n_past, n_future=s.n_future,
+                                      stride=s.stride, max_windows=s.eval_windows, device=cfg.device, video=True,
+                                      reference="Noether", untailored=True))
+    results: dict[str, Any] = {
+        "experiment": "pendulum-control", "stage": "world model", "config": {**asdict(cfg), "scale_spec": asdict(s)},
+        "device": str(device), "split": split.to_dict(),
+        "definitions": {
+            "returns": "undiscounted real-env return of one seeded episode; mean ± s.e. over episodes; the same "
+                       "seeds for every row (paired differences per seed)",
+            "heldout": "per-step metrics on test-episode windows (experiments.evaluation; copy-last floor); "
+                       "angle error in degrees, s.e. over test episodes",
+            "fidelity": "frame MSE of the model env vs the recording under recorded actions (test episodes)",
+        },
+        "heldout": {"results": str(out / "heldout" / "results.json"), "summary": _angle_summary(heldout),
+                    "angle_error_deg_at_steps": _angle_at_steps(heldout, (1, 5, 10))},
+    }
+    write_results(out / "results.json", {**results, **clock.to_dict()})
 
     reward = RewardSpec(kind="learned", path=str(out / "reward.pt"), epochs=s.reward_epochs, val_episodes=s.val_episodes)
-    wm, wm_info = load_world_model(str(noe_ckpt), reward, device, out)
-    t = time.perf_counter()
-    fidelity = model_env_fidelity(wm, str(root), split.test, s.fidelity_starts)
-    walls["fidelity"] = time.perf_counter() - t
+    with clock("reward_fit_and_load"):
+        wm, wm_info = load_world_model(str(noe_ckpt), reward, device, out)
+    with clock("fidelity"):
+        fidelity = model_env_fidelity(wm, str(root), split.test, s.fidelity_starts)
 
     seeds = [cfg.seed + i for i in range(s.eval_episodes)]
     rows: dict[str, list[float]] = {}
-    probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
-    rows["random"] = run_episodes(random_policy(probe.action_space, cfg.seed), lambda: make_real_env(
-        PIXEL_PENDULUM_ID, wm.obs_shape, s.eval_steps), seeds)
-    probe.close()
-    rows["scripted swing-up"] = scripted_returns(PIXEL_PENDULUM_ID, s.size, seeds, s.eval_steps)
+    with clock("random_and_scripted"):
+        probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
+        rows["random"] = run_episodes(random_policy(probe.action_space, cfg.seed), lambda: make_real_env(
+            PIXEL_PENDULUM_ID, wm.obs_shape, s.eval_steps), seeds)
+        probe.close()
+        rows["scripted swing-up"] = scripted_returns(PIXEL_PENDULUM_ID, s.size, seeds, s.eval_steps)
     plan_info: dict[str, Any] = {}
     for name, tailor in (("MPC untailored", False), ("MPC tailored", True)):
-        t = time.perf_counter()
         pcfg = PlanConfig(checkpoint=str(noe_ckpt), out=str(out / name.replace(" ", "_").lower()), planner=s.planner,
                           tailor=tailor, episodes=s.eval_episodes, seed=cfg.seed, horizon=s.horizon,
                           population=s.population, iterations=s.iterations, replan_every=s.replan_every, reward=reward,
                           max_steps=s.eval_steps, video=tailor, device=cfg.device, progress=cfg.progress)
-        res = _cached(Path(pcfg.out) / "results.json", asdict(pcfg)) or run_plan(pcfg, wm, wm_info)
+        with clock(name):
+            res = _cached(Path(pcfg.out) / "results.json", asdict(pcfg)) or run_plan(pcfg, wm, wm_info)
         rows[name] = res["returns"]["values"]
         plan_info[name] = {"control_rate_hz": res["control_rate_hz"], "envs_per_call": res["envs_per_call"],
                            "video": res.get("video"), "stats": res.get("stats")}
-        walls[name] = time.perf_counter() - t
-    t = time.perf_counter()
     dcfg = DreamConfig(checkpoint=str(noe_ckpt), out=str(out / "dream"), algo=s.dream_algo, steps=s.dream_steps,
                        n_envs=s.dream_envs, tailor=True, max_episode_steps=s.steps, eval_episodes=s.eval_episodes,
                        eval_max_steps=s.eval_steps,
                        seed=cfg.seed, reward=reward, device=cfg.device, progress=cfg.progress)
-    dres = _cached(Path(dcfg.out) / "results.json", asdict(dcfg)) or run_dream_train(dcfg, wm, wm_info)
-    rows[f"{s.dream_algo.upper()} in the model"] = dres["returns"]["values"]
-    walls["dream"] = time.perf_counter() - t
+    dream_row = f"{s.dream_algo.upper()} in the model"
+    with clock("dream"):
+        dres = _cached(Path(dcfg.out) / "results.json", asdict(dcfg)) or run_dream_train(dcfg, wm, wm_info)
+    rows[dream_row] = dres["returns"]["values"]
 
     table = {k: mean_se(v) for k, v in rows.items()}
     paired = {
@@ -276,22 +318,23 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
         "MPC tailored - random": _paired(rows["MPC tailored"], rows["random"]),
         "MPC untailored - random": _paired(rows["MPC untailored"], rows["random"]),
         "scripted - MPC tailored": _paired(rows["scripted swing-up"], rows["MPC tailored"]),
+        f"{dream_row} - random": _paired(rows[dream_row], rows["random"]),
     }
-    results = {
-        "experiment": "pendulum-control", "config": {**asdict(cfg), "scale_spec": asdict(s)}, "device": str(device),
-        "split": split.to_dict(), "eval_seeds": seeds,
-        "definitions": {
-            "returns": "undiscounted real-env return of one seeded episode; mean ± s.e. over episodes; the same "
-                       "seeds for every row (paired differences per seed)",
-            "heldout": "per-step metrics on test-episode windows (experiments.evaluation; copy-last floor)",
-            "fidelity": "frame MSE of the model env vs the recording under recorded actions (test episodes)",
-        },
-        "returns": table, "paired": paired, "plan": plan_info,
-        "heldout": {"results": str(out / "heldout" / "results.json"), "summary": _angle_summary(heldout)},
-        "fidelity": fidelity, "world_model": wm_info, "wall_time_s": walls,
-    }
+    results.update(stage="complete", eval_seeds=seeds, returns=table, paired=paired, plan=plan_info,
+                   fidelity=fidelity, world_model=wm_info)
+    results.update(clock.to_dict())
     write_results(out / "results.json", results)
     return results
+
+
+def _angle_at_steps(heldout: dict[str, Any], steps: tuple[int, ...]) -> dict[str, Any]:
+    """{model: {"step k": "mean ± se"}} of the per-step angle error (degrees), the copy-last floor included."""
+    out: dict[str, Any] = {}
+    for name, a in _angle_summary(heldout).items():
+        m, se = a.get("mean_per_step") or [], a.get("se_per_step") or []
+        out[name] = {f"step {k}": (f"{m[k - 1]:.1f} ± {se[k - 1]:.1f}" if k <= len(m) and k <= len(se)
+                                   and se[k - 1] is not None else None) for k in steps}
+    return out
 
 
 def _angle_summary(heldout: dict[str, Any]) -> dict[str, Any]:
