@@ -147,6 +147,9 @@ def main() -> None:
     p.add_argument("--fidelity-candidates", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="of the candidate rollouts and the reward (WorldModel precision)")
+    p.add_argument("--channels-last", action="store_true", help="conv weights channels-last (CPU)")
     p.add_argument("--out")
     args = p.parse_args()
     if args.threads:
@@ -158,7 +161,12 @@ def main() -> None:
         wm, _ = load_world_model(args.checkpoint, RewardSpec(kind="pendulum-pixels"), device, Path("."))
     else:
         wm = random_world_model(args.scale, device, args.n_past)
+    wm.precision = args.precision
+    if args.channels_last:
+        wm = WorldModel(wm.model, wm.reward, n_past=wm.n_past, action_dim=wm.action_dim, frame_shape=wm.frame_shape,
+                        tailor_cfg=wm.tailor_cfg, inner_lr=wm.inner_lr, precision=args.precision, channels_last=True)
     res = {"device": str(device), "torch_threads": torch.get_num_threads(), "scale": args.scale,
+           "precision": args.precision, "channels_last": args.channels_last,
            "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
            "iterations": args.iterations, "modes": {}}
     for mode in args.modes:

@@ -150,3 +150,19 @@ def test_inner_lr_override_is_used_and_learned_lr_is_read_once():
                                zero.imagine(ctx, ca, seqs, tailor=False).frames)
     moved = WorldModel(net, reward, **kw).imagine(ctx, ca, seqs, tailor=True).frames
     assert (moved - zero.imagine(ctx, ca, seqs, tailor=False).frames).abs().max() > 1e-4
+
+
+def test_bfloat16_and_channels_last_candidates_match_float32():
+    ctx, ca, seqs = _inputs()
+    ref = tiny_world_model().imagine(ctx, ca, seqs, tailor=True)
+    cl = tiny_world_model()
+    cl = WorldModel(cl.model, cl.reward, n_past=P, action_dim=1, frame_shape=(3, S, S), channels_last=True)
+    torch.testing.assert_close(cl.imagine(ctx, ca, seqs, tailor=True).frames, ref.frames, atol=1e-5, rtol=1e-4)
+    bf = tiny_world_model()
+    bf.precision = "bfloat16"
+    out = bf.imagine(ctx, ca, seqs, tailor=True)
+    assert out.frames.dtype == torch.float32 and out.rewards.dtype == torch.float32
+    err = (out.frames - ref.frames).abs().max()
+    assert 0 < err < 0.05, err  # really in bfloat16, and close
+    with pytest.raises(UserError, match="precision"):
+        WorldModel(cl.model, cl.reward, n_past=P, action_dim=1, frame_shape=(3, S, S), precision="float16")

@@ -198,6 +198,7 @@ class PlanConfig:
     video: bool = True
     device: str = "auto"
     progress: bool = True
+    precision: str = "float32"  # of the candidate rollouts: float32 | bfloat16 (see WorldModel)
 
 
 def run_plan(cfg: PlanConfig, wm: WorldModel | None = None, wm_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -208,11 +209,14 @@ def run_plan(cfg: PlanConfig, wm: WorldModel | None = None, wm_info: dict[str, A
 
     if cfg.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if cfg.precision not in ("float32", "bfloat16"):
+        raise UserError(f"--precision must be float32 or bfloat16, got {cfg.precision!r}")
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if wm is None:
         wm, wm_info = load_world_model(cfg.checkpoint, cfg.reward, device, out)
+    wm.precision = cfg.precision  # type: ignore[assignment]
     probe = make_real_env(cfg.env_id, wm.obs_shape, cfg.max_steps)
     space = probe.action_space
     probe.close()

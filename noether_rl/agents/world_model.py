@@ -50,6 +50,7 @@ from noether_rl.noether import NoetherNetwork, frames_to_tensor, tensor_to_frame
 from noether_rl.tailoring import TailorConfig
 
 TailorMode = Literal["shared", "per_candidate"]
+Precision = Literal["float32", "bfloat16"]
 
 
 # -- observation <-> tensor (switch to the core's conversion when ``noether_rl.noether`` exports one) -----
@@ -76,6 +77,11 @@ class Prepared:
     tailored: bool  # tailoring was requested and the model can tailor
 
 
+def _over(N: int, x: Tensor) -> Tensor:
+    """[B, ...] -> [B*N, ...] example-major (each problem's row repeated for its N candidates)."""
+    return x[:, None].expand(x.shape[0], N, *x.shape[1:]).reshape(x.shape[0] * N, *x.shape[1:])
+
+
 class WorldModel:
     """predictor or Noether Network + reward model; see the module docstring.
 
@@ -85,16 +91,29 @@ class WorldModel:
     tailor_cfg: the inner loop used when tailoring (default: the network's own, first order).
     inner_lr: an explicit inner lr, used as given; default: the network's own (its learned lr when it learns
         one, else ``tailor_cfg.lr``), read once here as a float so tailoring makes no device sync per call.
+    precision: "float32", or "bfloat16": the candidate rollouts and the reward run under autocast to
+        bfloat16 (tailoring and the warm start stay float32; returned tensors are float32). Frames then differ
+        by ~1e-2; fast on CPUs with AMX / AVX512-BF16 and on GPUs (``benchmarks/mpc_speed.py --precision``).
+    channels_last: store the conv weights channels-last (faster convolutions on CPU; same values). This
+        changes the memory format of ``model``'s parameters in place.
     """
 
     def __init__(self, model: nn.Module, reward: RewardModel, *, n_past: int, action_dim: int,
                  frame_shape: tuple[int, int, int], tailor_cfg: TailorConfig | None = None,
-                 tailor_mode: TailorMode = "shared", inner_lr: float | None = None) -> None:
+                 tailor_mode: TailorMode = "shared", inner_lr: float | None = None,
+                 precision: Precision = "float32", channels_last: bool = False) -> None:
         if n_past < 1:
             raise UserError(f"n_past must be >= 1, got {n_past}")
         if tailor_mode not in ("shared", "per_candidate"):
             raise UserError(f"tailor_mode must be 'shared' or 'per_candidate', got {tailor_mode!r}")
+        if precision not in ("float32", "bfloat16"):
+            raise UserError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        self.precision: Precision = precision
         self.model = model.eval()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            if isinstance(reward, nn.Module):
+                reward.to(memory_format=torch.channels_last)
         self.network = model if isinstance(model, NoetherNetwork) else None
         self.predictor = model.predictor if self.network is not None else model
         self.reward = reward
@@ -229,24 +248,28 @@ class WorldModel:
         _, N, T, A = seqs.shape
         P = self.n_past
 
-        def over_candidates(x: Tensor) -> Tensor:  # [B, ...] -> [B*N, ...] example-major
-            return x[:, None].expand(B, N, *x.shape[1:]).reshape(B * N, *x.shape[1:])
-
         full = torch.cat([prep.context_actions[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
-        adapt = None if prep.adapt is None else {k: over_candidates(v) for k, v in prep.adapt.items()}
+        adapt = None if prep.adapt is None else {k: _over(N, v) for k, v in prep.adapt.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            pred = self._candidates(prep, full, T, adapt, N, generator)
+            last = _over(N, prep.context[:, -1:])
+            out = self._score(last, pred, seqs)
+        return Imagined(frames=out.frames.float(), rewards=out.rewards.float())
+
+    def _candidates(self, prep: Prepared, full: Tensor, T: int, adapt: dict[str, Tensor] | None, N: int,
+                    generator: torch.Generator | None) -> Tensor:
+        """One rollout of all B*N candidates from the prepared warm start -> [B*N, T, C, H, W]."""
+
         if prep.warm is not None:
             w: WarmStart = prep.warm
             # the recurrent state and codes per candidate; the decoder's skip parts stay [B, 1, ...] and are
             # broadcast over the B*N example-major rows by the decoder (no copy)
             warm = dataclasses.replace(
-                w, h_gt=over_candidates(w.h_gt), kl=None if w.kl is None else over_candidates(w.kl),
-                states={k: [(over_candidates(h), over_candidates(c)) for h, c in v] for k, v in w.states.items()})
-            ctx = prep.context[:, None].expand(B, N, *prep.context.shape[1:]).flatten(0, 1)  # a view: dtype only
-            pred = self._rollout(ctx, full, T, adapt, generator, warm)
-        else:
-            pred = self._rollout(over_candidates(prep.context), full, T, adapt, generator)  # [B*N, T, C, H, W]
-        last = over_candidates(prep.context[:, -1:])
-        return self._score(last, pred, seqs)
+                w, h_gt=_over(N, w.h_gt), kl=None if w.kl is None else _over(N, w.kl),
+                states={k: [(_over(N, h), _over(N, c)) for h, c in v] for k, v in w.states.items()})
+            ctx = _over(N, prep.context)
+            return self._rollout(ctx, full, T, adapt, generator, warm)
+        return self._rollout(_over(N, prep.context), full, T, adapt, generator)
 
     def _score(self, last: Tensor, pred: Tensor, seqs: Tensor) -> Imagined:
         """last context frame [B*N, 1, C, H, W], predictions [B*N, T, C, H, W], actions [B, N, T, A]."""

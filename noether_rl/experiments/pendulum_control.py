@@ -93,6 +93,7 @@ class Scale:
     population: int = 64  # 10 episodes x 64 candidates x 15 steps x 3 iterations = 28800 imagined frames per plan
     iterations: int = 3
     replan_every: int = 3  # 67 plans per 200-step episode
+    precision: str = "float32"  # of the MPC candidate rollouts (WorldModel precision)
     dream_algo: str = "ppo"
     dream_steps: int = 20000
     dream_envs: int = 8
@@ -297,7 +298,8 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
         pcfg = PlanConfig(checkpoint=str(noe_ckpt), out=str(out / name.replace(" ", "_").lower()), planner=s.planner,
                           tailor=tailor, episodes=s.eval_episodes, seed=cfg.seed, horizon=s.horizon,
                           population=s.population, iterations=s.iterations, replan_every=s.replan_every, reward=reward,
-                          max_steps=s.eval_steps, video=tailor, device=cfg.device, progress=cfg.progress)
+                          max_steps=s.eval_steps, video=tailor, device=cfg.device, progress=cfg.progress,
+                          precision=s.precision)
         with clock(name):
             res = _cached(Path(pcfg.out) / "results.json", asdict(pcfg)) or run_plan(pcfg, wm, wm_info)
         rows[name] = res["returns"]["values"]
