@@ -125,3 +125,28 @@ def test_drop_parameter_redundant() -> None:
             binary("+", q, binary("+", c(), binary("-", p, c())))]
     out = drop_parameter_redundant([Candidate(e, None) for e in keep + drop])
     assert [o.expr.key for o in out] == [e.key for e in keep]
+
+
+def test_validation_split_and_rollout_windows() -> None:
+    import numpy as np
+
+    from noether_rl.data.trajectories import Trajectories
+    from noether_rl.symbolic.pipeline import validation_split
+    from noether_rl.symbolic.search import rollout_windows
+
+    x = np.random.default_rng(0).normal(size=(10, 12, 2))
+    t = np.tile(np.arange(12.0), (10, 1))
+    tr = Trajectories(x=x, t=t, names=("q", "p"))
+    fit, val, _ = validation_split(tr, 0.2)
+    assert fit.n == 8 and val.n == 2 and np.array_equal(val.x, x[8:])
+    one = tr.subset(slice(0, 1))
+    fit, val, _ = validation_split(one, 0.25)
+    assert fit.x.shape[1] == 9 and val.x.shape[1] == 3
+    assert np.array_equal(np.concatenate([fit.x, val.x], 1), one.x)
+    with pytest.raises(UserError, match="too short"):
+        validation_split(one.subset(slice(None), slice(0, 6)), 0.2)
+    xw, tw = rollout_windows(x[:2], t[:2], 4)
+    assert xw.shape == (2 * 8, 5, 2) and tw.shape == (16, 5)
+    assert np.array_equal(xw[9], x[1, 1:6]) and np.array_equal(tw[3], t[0, 3:8])
+    xw, _ = rollout_windows(x[:2], t[:2], 50)  # shorter trajectories: whole
+    assert xw.shape == (2, 12, 2)

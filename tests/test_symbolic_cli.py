@@ -40,6 +40,28 @@ def test_discover_trajectories_end_to_end(spring_npz: Path, tmp_path: Path, caps
     assert "law found: " in capsys.readouterr().out
 
 
+def test_discover_noisy_observations_without_clean_states(tmp_path: Path) -> None:
+    """Users' data: observed x only (no x_clean, no dxdt); the noise is estimated and the law still survives."""
+    gen = generate(spring(k=1.5, m=1 / 1.5), GenerateConfig(n_trajectories=12, noise_std=0.03, seed=6, n_points=24))
+    p = tmp_path / "observed.npz"
+    save_trajectories(p, Trajectories(x=gen.x, t=gen.t, names=("q", "p"), units="q=1, p=1"))
+    out = tmp_path / "out"
+    assert main(["discover", "--trajectories", str(p), "--max-size", "5", "--out", str(out), *FAST]) == 0
+    rep = json.loads((out / "formulas.json").read_text())
+    assert all(abs(s - 0.03) < 0.01 for s in rep["estimated_noise_std"].values()), rep["estimated_noise_std"]
+    assert "p**2+q**2" in [f["template"].replace(" ", "") for f in rep["survivors"]]
+    assert "observed" in rep["conservation_data"] and "validation" not in rep["conservation_data"]
+    assert rep["validation_data"].startswith("1 of 6")
+
+
+def test_discover_refuses_object_arrays_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    p = tmp_path / "objects.npz"
+    np.savez(p, x=np.zeros((4, 8, 2)), dt=0.1, names=np.array(["q", "p"], dtype=object))
+    err = _err(["discover", "--trajectories", str(p), "--units", "q=1, p=1", "--out", str(tmp_path / "o")], capsys)
+    assert "'names' holds Python objects" in err and "dtype=str" in err and "allow_pickle" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def _err(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     rc = main(argv)
     assert rc == 2

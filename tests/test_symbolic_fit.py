@@ -146,3 +146,43 @@ def test_bad_conservation_data_is_one_line_user_error() -> None:
             fit_candidates(e, [DIMENSIONLESS], bad, cfg)
     with pytest.raises(UserError, match="inputs"):
         fit_candidates(e, [DIMENSIONLESS, DIMENSIONLESS], np.random.default_rng(0).normal(size=(3, 10, 1)), cfg)
+
+
+def test_noise_estimate_from_the_data_alone() -> None:
+    from noether_rl.symbolic.fit import estimate_noise_std
+
+    traj = generate(spring(k=3.0, m=0.7), GenerateConfig(n_trajectories=6, noise_std=0.05, seed=4, n_points=40))
+    est = estimate_noise_std(traj.x, traj.t)
+    assert est.shape == (2,) and np.all(np.abs(est - 0.05) < 0.01), est
+    assert np.all(estimate_noise_std(traj.x_clean, traj.t) < 0.005)
+    # a gap in the time stamps is not a difference: only runs of the nominal step count
+    t = traj.t.copy()
+    t[:, 20:] += 0.5
+    assert np.all(np.abs(estimate_noise_std(traj.x, t) - 0.05) < 0.012)
+
+
+def test_noisy_observations_without_clean_states_pass_the_filter() -> None:
+    """Users' data have no x_clean: with the estimated noise the true law survives (and only with it)."""
+    from noether_rl.symbolic.fit import estimate_noise_std
+
+    sysm = spring(k=4.0, m=0.5)  # H ~ q^2 + p^2 / (k m) = q^2 + 0.5 p^2
+    traj = generate(sysm, GenerateConfig(n_trajectories=12, noise_std=0.05, seed=5, n_points=30))
+    units = _units(sysm.units)
+    cands = drop_parameter_redundant(enumerate_formulas(units, EnumerationConfig(
+        max_size=7, unary=("cos", "sq"), binary=("+", "-", "*"))))
+    exprs = [c.expr for c in cands]
+    cfg = FilterConfig(steps=60, refine_steps=150)
+    plain = fit_candidates(exprs, units, traj.x, cfg)
+    assert len(survivors(plain, cfg)) == 0  # noise alone makes every law vary along its trajectories
+    noise = estimate_noise_std(traj.x, traj.t)
+    res = fit_candidates(exprs, units, traj.x, cfg, noise_std=noise)
+    keep = survivors(res, cfg)
+    keys = {exprs[i].key: i for i in keep}
+    energy = [k for k in ("((c*sq(x1))+sq(x0))", "((c*sq(x0))+sq(x1))") if k in keys]
+    assert energy, [exprs[i].key for i in keep]
+    c = res.params[keys[energy[0]], 0]
+    c = c if energy[0].startswith("((c*sq(x1))") else 1 / c
+    # errors in variables bias the fit (measured here 0.558: the small-radius trajectories are mostly noise)
+    assert abs(c - 0.5) < 0.15 * 0.5, c
+    assert 0 < len(keep) < len(exprs) // 50
+    assert np.all(res.noise_frac[keep] <= cfg.max_noise_fraction)

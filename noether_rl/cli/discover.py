@@ -44,6 +44,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _refuse_object_arrays(path: str) -> None:
+    """One clear line for a ``.npz`` holding object arrays (numpy would only say "allow_pickle=False")."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with z.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    _, _, dtype = read(f)  # the header only, no data
+                if dtype.hasobject:
+                    name = member[:-4]
+                    raise UserError(f"{path}: array '{name}' holds Python objects (dtype=object), which are not "
+                                    f"loaded; save it as a plain array, e.g. np.array({name}, dtype=str) for names "
+                                    "or dtype=float for numbers")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return  # not a readable .npz: load_trajectories says so
+
+
 def _load(args: argparse.Namespace):  # -> (train, test, units text, reference callable or None)
     from noether_rl.data.trajectories import load_trajectories
 
@@ -66,6 +91,7 @@ def _load(args: argparse.Namespace):  # -> (train, test, units text, reference c
         return train, test, traj.units, None
     if args.data:
         raise UserError("--data is only for --system real; give your data with --trajectories FILE.npz")
+    _refuse_object_arrays(args.trajectories)
     traj = load_trajectories(args.trajectories)
     if traj.n >= 2:  # first half of the trajectories train, the rest test
         half = traj.n // 2

@@ -5,9 +5,16 @@ inputs' units; it never sees a system name or formula. An optional ``reference``
 known energy, supplied by the caller for synthetic systems) is evaluated the same way as the winner,
 as the "oracle" column; it plays no part in any selection.
 
-Selection uses training data only: the filter fits on training trajectories, the screen and the
-meta-tailoring rank by training loss, the inner lr is chosen by the screen. Test trajectories are
-only rolled out at the end.
+Selection uses training data only, and none of it on the points the models were fitted on: the
+training data are split (:func:`validation_split`) into a *fit* part (conservation filter, MLP
+pre-training, meta-tailoring) and a *validation* part, on which short rollouts started at every
+point (:func:`~noether_rl.symbolic.search.rollout_windows`) choose each formula's inner lr, the top
+formulas and the winner (formula, and whether its meta-tailored or its pre-trained MLP predicts
+better). Test trajectories are only rolled out at the end, by the models trained on the fit part.
+
+Noisy data need no clean states: the observation noise is estimated from the data
+(:func:`~noether_rl.symbolic.fit.estimate_noise_std`) and the filter judges each formula by the
+variation the noise does not explain (:mod:`noether_rl.symbolic.fit`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from noether_rl.data.trajectories import Trajectories
 from noether_rl.errors import UserError
 from noether_rl.symbolic.dsl import FREE, parameter_units, to_sympy
 from noether_rl.symbolic.enumerate import EnumerationConfig, drop_parameter_redundant, enumerate_formulas
-from noether_rl.symbolic.fit import FilterConfig, deduplicate, fit_candidates, survivors
+from noether_rl.symbolic.fit import FilterConfig, deduplicate, estimate_noise_std, fit_candidates, survivors
 from noether_rl.symbolic.search import (
     CallableFormula,
     FittedFormula,
@@ -34,6 +41,7 @@ from noether_rl.symbolic.search import (
     meta_tailor,
     pretrain_mlp,
     rollout_rmse,
+    rollout_windows,
     screen,
     training_loss,
 )
@@ -49,6 +57,7 @@ class DiscoverConfig:
     filter_data: str = "auto"  # "auto": noise-free x_clean when the data have it, else observed x; "observed"
     window: int = 10  # with fewer than 4 trajectories, conservation is measured on windows of this many points
     max_screened: int = 100  # survivors screened (the most conserved first)
+    val_frac: float = 0.2  # part of the training data held out for every selection (see validation_split)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -86,6 +95,28 @@ def _mean_se(v: np.ndarray) -> dict[str, float]:
             "n": len(v)}
 
 
+def validation_split(train: Trajectories, val_frac: float,
+                     min_points: int = 2) -> tuple[Trajectories, Trajectories, str]:
+    """Hold out part of the TRAINING data for every selection: (fit, validation, note).
+
+    With >= 4 trajectories the last ``round(val_frac * N)`` (at least 1) validate; with fewer (one long
+    measurement) the last ``val_frac`` of each trajectory's points do (the same time split as HNN's test).
+    """
+    if not 0.0 < val_frac < 1.0:
+        raise UserError(f"val_frac must be in (0, 1), got {val_frac}")
+    n, T = train.n, train.x.shape[1]
+    if n >= 4:
+        k = max(1, int(round(val_frac * n)))
+        return (train.subset(slice(0, n - k)), train.subset(slice(n - k, n)),
+                f"{k} of {n} training trajectories (the last ones)")
+    k = int(round(T * (1.0 - val_frac)))
+    if k < min_points or T - k < min_points:
+        raise UserError(f"trajectories are too short to hold out validation points: {T} points (need >= "
+                        f"{int(np.ceil(min_points / min(val_frac, 1 - val_frac)))})")
+    return (train.subset(slice(None), slice(0, k)), train.subset(slice(None), slice(k, T)),
+            f"the last {T - k} of {T} points of each of {n} training trajectories")
+
+
 def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg: DiscoverConfig = DiscoverConfig(),
              *, reference: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
     """Run the pipeline; returns the JSON-able report (see the module docstring). UserError on bad input."""
@@ -98,63 +129,83 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         raise UserError(f"units name the inputs {names} but the data's names are {list(train.names)}; "
                         "give units in the data's order and names")
     dims = list(units.values())
-    times: dict[str, float] = {}
+    times: dict[str, float] = {}  # wall seconds per stage
+    cpu: dict[str, float] = {}  # CPU seconds per stage (time.process_time: all threads of this process)
     counts: dict[str, int] = {}
     prog = cfg.progress
+    clock: list[float] = []
+
+    def start() -> None:
+        clock[:] = [time.perf_counter(), time.process_time()]
+
+    def stop(stage: str) -> None:
+        times[stage] = time.perf_counter() - clock[0]
+        cpu[stage] = time.process_time() - clock[1]
+
+    fit_traj, val_traj, val_note = validation_split(train, cfg.val_frac)
 
     # 1. enumeration
-    t0 = time.perf_counter()
+    start()
     cands = enumerate_formulas(dims, cfg.enumeration)
     counts["enumerated"] = len(cands)
     cands = drop_parameter_redundant(cands)
     counts["after_parameter_redundancy"] = len(cands)
     exprs = [c.expr for c in cands]
-    times["enumerate"] = time.perf_counter() - t0
+    stop("enumerate")
 
-    # 2. conservation filter (training data only)
-    t0 = time.perf_counter()
-    seg, seg_note = conservation_segments(train, cfg)
+    # 2. conservation filter (the fit part of the training data; observation noise estimated from it)
+    start()
+    seg, seg_note = conservation_segments(fit_traj, cfg)
+    use_clean = cfg.filter_data == "auto" and fit_traj.x_clean is not None
+    noise_std = estimate_noise_std(fit_traj.x_clean if use_clean else fit_traj.x, fit_traj.t)
     with _bar(len(exprs), "conservation filter", prog) as bar:
-        fit = fit_candidates(exprs, dims, seg, cfg.filter, progress=bar.update)
+        fit = fit_candidates(exprs, dims, seg, cfg.filter, progress=bar.update, noise_std=noise_std)
     passed = survivors(fit, cfg.filter)
     counts["conserved"] = len(passed)
     kept = deduplicate(exprs, fit.params, seg, passed, cfg.filter)
     counts["after_dedup"] = len(kept)
-    times["filter"] = time.perf_counter() - t0
+    stop("filter")
     if len(kept) == 0:
-        best = np.nanmin(fit.r_true) if np.isfinite(fit.r_true).any() else float("nan")
+        best = np.nanmin(fit.r_signal) if np.isfinite(fit.r_signal).any() else float("nan")
         raise UserError(f"no formula passed the conservation filter (best within/total variance ratio {best:.3g} "
-                        f"on {seg_note}; it must be {cfg.filter.min_ratio:g}x below random): lower the "
-                        "threshold, give noise-free trajectories, or check the units")
-    kept = kept[np.argsort(fit.r_true[kept], kind="stable")][: cfg.max_screened]
+                        f"on {seg_note}; it must be {cfg.filter.min_ratio:g}x below random): lower --min-ratio, "
+                        "give longer or more trajectories, or check the units")
+    kept = kept[np.lexsort((fit.r_true[kept], fit.r_signal[kept]))][: cfg.max_screened]
     counts["screened"] = len(kept)
 
-    # 3. screen with one tailoring step of the pre-trained MLP (training points)
-    t0 = time.perf_counter()
+    # 3. screen: one tailoring step of the pre-trained MLP, rollouts of validation windows
+    start()
     sc = cfg.search
     dtype = getattr(torch, sc.dtype)
     dt = train.nominal_dt()
-    xs_np, ys_np = train.targets()
+    xs_np, ys_np = fit_traj.targets()
     x = torch.as_tensor(xs_np, dtype=dtype)
     y = torch.as_tensor(ys_np, dtype=dtype)
     pred0 = pretrain_mlp(x, y, dt, sc, cfg.seeds[0])
-    times["pretrain"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    stop("pretrain")
+    start()
     formulas = [FittedFormula(exprs[i], fit.params[i], x).to(dtype) for i in kept]
-    train_ref = train.x_clean if train.x_clean is not None else train.x
+    val_ref = val_traj.x_clean if val_traj.x_clean is not None else val_traj.x
+    vx, vt = rollout_windows(val_ref, val_traj.t, sc.select_horizon)
+
+    def val_score(pred: Any, g: Any, lr: float) -> float:
+        return float(np.mean(rollout_rmse(pred, g, lr, vx, vt, dt, sc)[0]))
+
     with _bar(len(formulas), "screen", prog) as bar:
-        S = screen(pred0, formulas, train_ref, train.t, dt, sc, progress=bar.update)
+        S = screen(pred0, formulas, vx, vt, dt, sc, progress=bar.update)
     base_loss = training_loss(pred0, None, 0.0, x, y, sc)
-    base_rollout = float(np.mean(rollout_rmse(pred0, None, 0.0, train_ref[: sc.screen_trajectories],
-                                              train.t[: sc.screen_trajectories], dt, sc)[0]))
+    base_val = val_score(pred0, None, 0.0)
     best_j = np.argmin(S, axis=1)
     best_loss = S[np.arange(len(kept)), best_j]
     order = np.argsort(best_loss, kind="stable")[: sc.top_k]
+    order = order[np.isfinite(best_loss[order])]  # a formula that blows up every rollout is dropped here
     counts["meta_tailored"] = len(order)
-    times["screen"] = time.perf_counter() - t0
+    stop("screen")
+    if len(order) == 0:
+        raise UserError("every conserved formula made the validation rollouts diverge at every inner lr")
 
-    # 4. meta-tailor the top formulas; the best final training loss wins
-    t0 = time.perf_counter()
+    # 4. meta-tailor the top formulas; divergent runs are dropped
+    start()
     meta: dict[int, Any] = {}
     with _bar(len(order), "meta-tailor", prog) as bar:
         for j in order:
@@ -163,18 +214,13 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             bar.update(1)
     ok = [j for j, m in meta.items() if not m.diverged]
     counts["not_diverged"] = len(ok)
-    if not ok:
-        raise UserError("every meta-tailored formula diverged; lower --meta-lr or the inner-lr grid")
-    # the winner: lowest training-trajectory rollout RMSE of the meta-tailored model (training data only)
-    meta_rollout = {j: float(np.mean(rollout_rmse(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]],
-                                                  train_ref[: sc.screen_trajectories],
-                                                  train.t[: sc.screen_trajectories], dt, sc)[0])) for j in ok}
-    times["meta_tailor"] = time.perf_counter() - t0
-    # candidates: every top formula as screened (pre-trained MLP, tailored) and, unless it diverged, after
-    # meta-tailoring; meta-tailoring on the dx/dt loss can undo what the tailoring step corrects in an Euler
-    # rollout, so whether it helps is decided like everything else: by training-trajectory rollout RMSE
+    meta_val = {j: val_score(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]]) for j in ok}
+    stop("meta_tailor")
+    # the winner: lowest validation rollout RMSE over every top formula as screened (pre-trained MLP, tailored)
+    # and, unless it diverged, after meta-tailoring (meta-tailoring on the dx/dt loss can undo what the
+    # tailoring step corrects in an Euler rollout, so whether it helps is measured, not assumed)
     options = [(float(best_loss[j]), int(j), "pretrained") for j in order]
-    options += [(meta_rollout[j], j, "meta") for j in ok]
+    options += [(meta_val[j], j, "meta") for j in ok if np.isfinite(meta_val[j])]
     _, win, variant = min(options)
 
     def describe(j: int) -> dict[str, Any]:
@@ -185,17 +231,21 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         return {
             "formula": str(to_sympy(e, names, p)), "template": str(to_sympy(e, names)), "params": p.tolist(),
             "param_units": [str(u) for u in pu], "units": "free (set by a parameter)" if fu is FREE else str(fu),
-            "size": e.size, "r_true": float(fit.r_true[i]), "r_random": float(fit.r_random[i]),
-            "conservation_ratio": float(fit.r_random[i] / fit.r_true[i]) if fit.r_true[i] > 0 else None,
-            "screen_train_rollout_rmse": float(best_loss[j]) if np.isfinite(best_loss[j]) else None,
+            "size": e.size, "r_true": float(fit.r_true[i]), "r_signal": float(fit.r_signal[i]),
+            "noise_fraction": float(fit.noise_frac[i]), "r_random": float(fit.r_random[i]),
+            "conservation_ratio": float(fit.r_random[i] / fit.r_signal[i]) if fit.r_signal[i] > 0 else None,
+            "screen_val_rollout_rmse": float(best_loss[j]) if np.isfinite(best_loss[j]) else None,
+            "screen_val_rollout_rmse_per_lr": [float(v) if np.isfinite(v) else None for v in S[j]],
             "inner_lr": float(10.0 ** sc.lr_exponents[best_j[j]]),
+            "meta_first_train_loss": (meta[j].curve[0] if j in meta and meta[j].curve else None),
             "meta_final_train_loss": (meta[j].final if j in meta and np.isfinite(meta[j].final) else None),
             "diverged": bool(meta[j].diverged) if j in meta else None,
-            "meta_train_rollout_rmse": meta_rollout.get(j),
+            "meta_val_rollout_rmse": meta_val.get(j),
         }
 
-    # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any)
-    t0 = time.perf_counter()
+    # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any); every model is
+    # trained on the fit part of the training data, as in the selection
+    start()
     ref = test.x_clean if test.x_clean is not None else test.x
     g_win = formulas[win]
     lr_win = 10.0 ** sc.lr_exponents[best_j[win]]
@@ -217,13 +267,11 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             rm["mlp"].append(r_mlp)
             rm["noether"].append(r_win)
             if g_ref is not None:
-                if lr_ref is None:  # chosen like the winner's: screen and variant on training trajectories
-                    sref = screen(pred0, [g_ref], train_ref, train.t, dt, sc)[0]
+                if lr_ref is None:  # chosen like the winner's: screen and variant on the validation windows
+                    sref = screen(pred0, [g_ref], vx, vt, dt, sc)[0]
                     lr_ref = 10.0 ** sc.lr_exponents[int(np.argmin(sref))]
                     mr0 = meta_tailor(pred0, g_ref, lr_ref, x, y, sc, s)
-                    meta_ref = np.inf if mr0.diverged else float(np.mean(rollout_rmse(
-                        mr0.predictor, g_ref, lr_ref, train_ref[: sc.screen_trajectories],
-                        train.t[: sc.screen_trajectories], dt, sc)[0]))
+                    meta_ref = np.inf if mr0.diverged else val_score(mr0.predictor, g_ref, lr_ref)
                     variant_ref = "meta" if meta_ref < float(np.min(sref)) else "pretrained"
                 if variant_ref == "meta":
                     pred_ref = (mr0 if s == cfg.seeds[0] else meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)).predictor
@@ -236,18 +284,20 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             if s == cfg.seeds[0]:
                 rollouts["mlp"], rollouts["noether"] = ro_mlp, ro_win
             bar.update(1)
-    times["evaluate"] = time.perf_counter() - t0
+    stop("evaluate")
 
     rmse: dict[str, Any] = {}
     per_traj = {k: np.mean(np.stack(v), 0) for k, v in rm.items() if v}  # [N test] averaged over seeds
+    per_seed = {k: np.array([float(np.mean(a)) for a in v]) for k, v in rm.items() if v}  # [seeds]
     for k, v in rm.items():
         if v:
-            rmse[k] = {"per_trajectory": _mean_se(per_traj[k]),
-                       "per_seed": [float(np.mean(a)) for a in v]}
-    paired = {"noether_minus_mlp": _mean_se(per_traj["noether"] - per_traj["mlp"])}
+            rmse[k] = {"per_trajectory": _mean_se(per_traj[k]), "per_seed": per_seed[k].tolist()}
+    # paired differences: over test trajectories (seed-averaged) and over seeds (trajectory-averaged)
+    pairs = [("noether_minus_mlp", "noether", "mlp")]
     if "reference" in per_traj:
-        paired["noether_minus_reference"] = _mean_se(per_traj["noether"] - per_traj["reference"])
-        paired["reference_minus_mlp"] = _mean_se(per_traj["reference"] - per_traj["mlp"])
+        pairs += [("noether_minus_reference", "noether", "reference"), ("reference_minus_mlp", "reference", "mlp")]
+    paired = {k: _mean_se(per_traj[a] - per_traj[b]) for k, a, b in pairs}
+    paired_seeds = {k: _mean_se(per_seed[a] - per_seed[b]) for k, a, b in pairs}
 
     survivors_out = [describe(j) for j in range(len(kept))]
     report = {
@@ -255,24 +305,29 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         "inputs": names,
         "counts": counts,
         "conservation_data": seg_note,
+        "validation_data": val_note,
+        "estimated_noise_std": dict(zip(names, noise_std.tolist())),
         "counting_rule": "formulas of size <= max_size nodes (leaves, unary, binary), unit-checked, commutativity-"
                          "canonical, no parameter-only subtree, not constant by construction; see "
                          "noether_rl.symbolic.enumerate",
         "survivors": survivors_out,
         "winner": {**describe(win), "variant": variant},
-        "selection": "screen: training-trajectory rollout RMSE of the tailored pre-trained MLP per inner lr; winner: "
-                     "lowest training rollout RMSE over the top formulas, as screened or after meta-tailoring "
-                     "(variant); test trajectories are only used for the RMSE below",
+        "selection": "filter and models fitted on the training trajectories minus a validation part "
+                     f"({val_note}); screen (inner lr per formula) and winner (formula, as screened or after "
+                     f"meta-tailoring) by the RMSE of {sc.select_horizon}-step rollouts started at every "
+                     "validation point; test trajectories are only used for the RMSE below",
         "mlp_train_loss": base_loss,
-        "mlp_train_rollout_rmse": base_rollout,
+        "mlp_val_rollout_rmse": base_val,
         "rmse": rmse,
         "paired": paired,
+        "paired_over_seeds": paired_seeds,
         "reference_inner_lr": lr_ref,
         "reference_variant": variant_ref if reference is not None else None,
         "n_test_trajectories": int(ref.shape[0]),
         "seeds": list(cfg.seeds),
         "dt": dt,
         "times_s": times,
+        "cpu_s": cpu,
         "config": asdict(cfg),
     }
     report["_rollouts"] = rollouts  # popped by write_outputs (arrays, not JSON)
@@ -354,4 +409,4 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["DiscoverConfig", "conservation_segments", "discover", "summary", "write_outputs"]
+__all__ = ["DiscoverConfig", "conservation_segments", "discover", "summary", "validation_split", "write_outputs"]
