@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-ratio", type=argtypes.positive_float, default=100.0,
                    help="conservation filter: true data must be this many times more conserved than random")
     p.add_argument("--filter-data", choices=["auto", "observed"], default="auto",
-                   help="auto: filter on noise-free x_clean when present, else the observed x")
+                   help="auto: filter on noise-free x_clean when present, else on the observed x (its noise is "
+                        "estimated from the data and discounted)")
     p.add_argument("--top-k", type=argtypes.positive_int, default=20, help="formulas meta-tailored")
     p.add_argument("--meta-epochs", type=argtypes.positive_int, default=100, help="meta-tailoring epochs")
     p.add_argument("--pretrain-steps", type=argtypes.positive_int, default=2000, help="MLP pre-training steps")
