@@ -259,7 +259,7 @@ def _tiny_cfg(out: Path, **kw):
 
     base = dict(out=str(out), systems=("spring",), seeds=(0,), n_trajectories=6, train_trajectories=3,
                 baseline_steps=20, meta_epochs=1, meta_batch=64, hidden=16, lr_exponents=(-1.0, 0.0),
-                integrators=("euler",), progress=False, compare_step_rules_on="none")
+                integrators=("euler",), progress=False, compare_step_rules_on="none", workers=1)
     base.update(kw)
     return StatespaceConfig(**base)
 
@@ -285,14 +285,70 @@ def test_tiny_experiment_runs_and_resumes(tmp_path):
 
 
 def test_tiny_experiment_on_synthetic_real_file(tmp_path):
-    from noether_rl.experiments.statespace import run_statespace
+    from noether_rl.experiments.statespace import format_summary, run_statespace
 
     f = tmp_path / "pend.txt"
     _damped_pendulum_file(f, n=90)
-    res = run_statespace(_tiny_cfg(tmp_path / "o", systems=("real",), data=str(f), learned_g=False))
+    res = run_statespace(_tiny_cfg(tmp_path / "o", systems=("real",), data=str(f), learned_g=False, seeds=(0, 1),
+                                   integrators=("rk4",), step_rules=(("rk4", "polyak"),), real_window=6,
+                                   workers=2))  # the two seeds in two worker processes
     blk = res["systems"]["real"]
     assert "cos(q)" in blk["info"]["conservation_law"]
-    assert "mlp_over_noether" in blk["acceptance"]["euler"]
+    assert blk["info"]["outer_loss"] == "next_state"  # forward-difference targets -> Alg. 1's next-state task loss
+    acc = blk["acceptance"]["rk4"]
+    assert acc["mlp_over_noether_mse"] == pytest.approx(acc["mlp_over_noether"] ** 2)
+    whole = blk["results"]["rk4"]
+    assert whole["models"]["MLP"]["rmse"]["n"] == 1  # one test segment shared by both seeds
+    win = blk["results_test_windows"]["rk4"]
+    n_win = blk["info"]["test_windows"]["n"]
+    assert n_win == (90 - int(90 * 0.8)) // 6 and win["models"]["MLP"]["rmse"]["n"] == n_win
+    assert {"MLP", "HNN", "Noether (law)", "MLP (more steps)"} <= set(win["models"])
+    for key, ref in (("paired_vs_mlp", "MLP"), ("paired_vs_hnn", "HNN"), ("paired_vs_more_steps", "MLP (more steps)")):
+        d = win[key][f"Noether (law) - {ref}"]
+        assert d["n_units"] == n_win and d["se_pooled"] is not None
+    assert "windows_noether_minus_HNN" in acc
+    assert set(blk["cpu_seconds_per_stage_total"]) >= {"train_MLP", "select_rk4", "mlp_more_steps_rk4", "evaluate"}
+    assert "test windows" in format_summary(res)
+
+
+def test_next_state_outer_loss():
+    """Euler: the next-state loss is the derivative loss; RK4: it is zero for a field whose RK4 step makes the
+    data (the derivative loss is not: it asks for the secant field)."""
+    from noether_rl.experiments.statespace import FieldObjective
+    from noether_rl.models.statespace import integrate_step
+
+    torch.manual_seed(0)
+    f = VectorFieldMLP(MLPConfig(dim=2, hidden=8)).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    y = torch.randn(5, 2, dtype=torch.float64)
+    deriv = FieldObjective(f)((x, y)).loss
+    assert torch.allclose(FieldObjective(f, next_state=(0.1, "euler"))((x, y)).loss, deriv, atol=1e-10)
+    with torch.no_grad():
+        y_rk4 = (integrate_step(f, x, 0.3, "rk4") - x) / 0.3  # forward differences of RK4 data
+    with torch.no_grad():
+        assert float(FieldObjective(f, next_state=(0.3, "rk4"))((x, y_rk4)).loss.max()) < 1e-20
+        assert float(FieldObjective(f)((x, y_rk4)).loss.max()) > 1e-6
+
+
+def test_aggregate_shared_units_average_over_seeds():
+    from noether_rl.experiments.statespace import aggregate
+
+    def seed(mlp, noe):
+        z = [0.0] * len(mlp)
+        return {"per_trajectory": {"euler": {
+            "MLP": {"rmse": mlp, "energy_drift": z, "energy_error": z},
+            "HNN": {"rmse": mlp, "energy_drift": z, "energy_error": z},
+            "Noether (law)": {"rmse": noe, "energy_drift": z, "energy_error": z}}}}
+
+    per_seed = [seed([1.0, 2.0, 3.0], [0.5, 1.0, 1.0]), seed([3.0, 2.0, 1.0], [0.5, 1.0, 2.0])]
+    shared = aggregate(per_seed, ("euler",), shared_units=True)["euler"]
+    pooled = aggregate(per_seed, ("euler",))["euler"]
+    assert shared["models"]["MLP"]["rmse"]["n"] == 3 and pooled["models"]["MLP"]["rmse"]["n"] == 6
+    d = shared["paired_vs_mlp"]["Noether (law) - MLP"]
+    assert d["mean"] == pytest.approx(-1.0)  # units: (-1.5, -1, -0.5)
+    assert d["se_pooled"] == pytest.approx(0.5 / np.sqrt(3))
+    assert d["mse_ratio_of_means"] == pytest.approx(np.mean([0.25, 1, 2.25]) / np.mean([4, 4, 4]))
+    assert shared["paired_vs_hnn"]["Noether (law) - HNN"]["mean"] == pytest.approx(-1.0)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -314,3 +370,25 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 def test_trajectories_reject_mismatched_fields():
     with pytest.raises(UserError):
         Trajectories(x=np.zeros((2, 5, 2)), t=np.zeros((2, 5)), names=("q", "p"))  # t not increasing
+
+
+@pytest.mark.parametrize("rule", ["sgd", "polyak"])
+def test_batched_lr_sweep_equals_one_lr_at_a_time(rule):
+    """The lr sweep's batched rollout (K inner lrs stacked as examples) gives each lr the rollout it gets alone,
+    a diverging lr included."""
+    from noether_rl.experiments.statespace import _rollout_np, noether_step, rollout_metrics, sweep_lrs
+    from noether_rl.noether import NoetherConfig, NoetherNetwork
+
+    torch.manual_seed(0)
+    traj = generate(pendulum(), GenerateConfig(n_trajectories=3, n_points=8, seed=1))
+    field = VectorFieldMLP(MLPConfig(dim=2, hidden=8))
+    pred = StateSpacePredictor(field, PredictorConfig(dt=traj.nominal_dt(), integrator="rk4"))
+    net = NoetherNetwork(pred, FormulaEmbedding(pendulum().hamiltonian),
+                         NoetherConfig(tailor=TailorConfig(steps=1, lr=1.0, step_rule=rule), adapt="readout")).eval()
+    lrs = [1e-2, 1.0, 1e6]
+    batched = sweep_lrs(net, traj, traj.nominal_dt(), lrs, pendulum().hamiltonian)
+    for lr, b in zip(lrs, batched):
+        p = _rollout_np(noether_step(net, lr), traj, traj.nominal_dt())
+        alone = float(np.mean(rollout_metrics(p, traj.x_clean, pendulum().hamiltonian)["rmse"]))
+        assert b == pytest.approx(alone, rel=1e-4) or (not np.isfinite(alone) and not np.isfinite(b))
+    assert batched[0] != pytest.approx(batched[1], rel=1e-3)  # the lrs really differ per example

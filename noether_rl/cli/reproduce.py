@@ -21,10 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pv.add_argument("--no-progress", action="store_true", help="no progress bars")
     pv.set_defaults(func=run)
     ss = exp.add_parser("statespace", help="state-space spring / pendulum / real pendulum (paper Tables 1-2, Fig. 2)")
-    ss.add_argument("--system", choices=["spring", "pendulum", "real", "all"], default="all")
-    ss.add_argument("--data", help="real-pendulum measurements (real_pend_h_1.txt format); needed for real/all")
-    ss.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2])
+    ss.add_argument("--system", choices=["spring", "pendulum", "real", "all"], default="all",
+                    help="all = spring, pendulum and, when --data is given, the real pendulum (without --data "
+                         "'all' runs the two ideal systems and says so); real needs --data")
+    ss.add_argument("--data", help="real-pendulum measurements (real_pend_h_1.txt format, read from this path, "
+                                   "never copied); required for --system real, makes --system all include it")
+    ss.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2],
+                    help="seeds (weights; for the ideal systems also the data draw)")
     ss.add_argument("--out", required=True, help="output directory (results.json, plots); rerun to resume")
+    ss.add_argument("--workers", type=argtypes.non_negative_int, default=0,
+                    help="parallel (system, seed) runs, one thread each; 0 = auto (up to 2), 1 = no subprocesses")
     ss.add_argument("--no-progress", action="store_true", help="no progress bars")
     ss.set_defaults(func=run_statespace_cli)
     from noether_rl.cli.plan import add_pendulum_control_parser
@@ -57,7 +63,7 @@ def run_statespace_cli(args: argparse.Namespace) -> int:
         systems = ("spring", "pendulum")
         print("reproduce statespace: no --data given, skipping the real pendulum")
     res = run_statespace(StatespaceConfig(out=args.out, systems=systems, data=args.data, seeds=tuple(args.seeds),
-                                          progress=not args.no_progress))
+                                          progress=not args.no_progress, workers=args.workers))
     print(format_summary(res))
     print(f"results: {args.out}/results.json")
     return 0
