@@ -41,6 +41,7 @@ def test_reproduce_pendulum_video_toy(tmp_path):
     assert all(len(r["per_seed"]) == 2 for r in res["verdict"]["rows"])
     assert set(res["verdict"]["target"]["per_control"]) == five - {"Noether"}
     assert (tmp_path / "fig3" / "angle_error.png").is_file()
+    assert res["per_seed"]["0"]["train_seconds"]["noether"] > 0
     assert (tmp_path / "fig3" / "results.json").is_file()
     # the random-g_phi control kept g_phi at its initialisation; Noether changed it
     from noether_rl.training import load_checkpoint

@@ -194,7 +194,8 @@ def run_pendulum_video(cfg: PendulumVideoConfig) -> dict[str, Any]:
         first_video = first_video or scored.first
         runs.append(scored.scores)
         save_scores(out / f"seed{seed}" / "window_scores.pt", scored.scores)
-        per_seed[str(seed)] = {**results_block(scored, reference="Noether"), "wall_time_s": wall}
+        per_seed[str(seed)] = {**results_block(scored, reference="Noether"), "wall_time_s": wall,
+                               "train_seconds": {k: _train_seconds(Path(c.out)) for k, c in configs.items()}}
         walls[f"seed{seed}"] = wall
         write_results(out / f"seed{seed}" / "results.json", per_seed[str(seed)])
 
@@ -234,9 +235,22 @@ def run_pendulum_video(cfg: PendulumVideoConfig) -> dict[str, Any]:
         "plots": [str(p) for p in plots],
         "video": str(video),
         "wall_time_s": walls,
+        "timing_note": "wall_time_s is this invocation's time (a resumed stage takes ~0 s); per_seed.*.train_seconds "
+                       "sums each run's epoch times from its metrics.csv",
     }
     write_results(out / "results.json", results)
     return results
+
+
+def _train_seconds(run: Path) -> float:
+    """Training time of a run, summed from its metrics.csv (epoch seconds): still right when a rerun resumed it."""
+    import csv
+
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return 0.0
+    with path.open(newline="") as f:
+        return float(sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds")))
 
 
 TARGET_MSE_RATIO = 0.95  # issue: Noether's 26-step MSE <= 0.95x every control, SSIM >= every control, significant
