@@ -909,6 +909,8 @@ def _run_all(cfg: StatespaceConfig, out: Path) -> dict[tuple[str, int], dict[str
     if workers <= 1:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
         return {(n, s): run_system_seed(cfg, n, s, out / n / f"seed{s}") for n, s in jobs}
+    if "real" in cfg.systems:
+        load_real_pendulum(cfg.data)  # type: ignore[arg-type]  # a bad file fails here, in one line, not in a worker
     wcfg = replace(cfg, progress=False)  # one bar over runs here instead of interleaved bars from the workers
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that has torch threads running
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
@@ -917,7 +919,10 @@ def _run_all(cfg: StatespaceConfig, out: Path) -> dict[tuple[str, int], dict[str
         bar = tqdm(total=len(jobs), desc=f"statespace runs ({workers} workers)", disable=not cfg.progress)
         results = {}
         for job, fut in futures.items():
-            results[job] = fut.result()
+            try:
+                results[job] = fut.result()
+            except UserError as e:  # one line, without the worker's remote traceback attached
+                raise UserError(str(e)) from None
             bar.update(1)
         bar.close()
     return results
