@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pv = exp.add_parser("pendulum-video", help="controlled pendulum video prediction (paper Fig. 3)")
     pv.add_argument("--out", required=True, help="output directory (results.json, plots, video); rerun to resume")
     pv.add_argument("--scale", choices=sorted(SCALES), default="small",
-                    help="paper: 64x64, full SVG, 50+20 epochs (GPU); small: 32x32, narrower, fewer epochs (CPU)")
+                    help="paper: 64x64, full SVG (GPU); small: 32x32, narrower SVG and g_phi (CPU); both 50+20 epochs")
     pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2], help="training seeds")
     pv.add_argument("--data", help="reuse this recording (recorded there if missing)")
     pv.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     for r in res["verdict"]["rows"]:
         if r["subset"] == "all" and r["metric"] == "mse":
             print(f"Noether - {r['control']:30s} mse {r['diff']:+.6f} ± {r['se']:.6f}  {'better' if r['better'] else '-'}")
+    t = res["verdict"]["target"]
+    ratios = ", ".join(f"{c} {v['mse_ratio']:.3f}" for c, v in t["per_control"].items())
+    print(f"acceptance target ({t['rule']}): {'met' if t['met'] else 'NOT met'}; MSE ratio vs {ratios}")
     print(f"results: {args.out}/results.json")
     return 0
 

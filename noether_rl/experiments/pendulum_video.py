@@ -12,10 +12,21 @@ All five, and the copy-last-frame floor, are scored on the same TEST windows; pa
 Noether - control carry standard errors over episodes (per seed and pooled over seeds).
 
 Splits (episodes of one recording, in order): ``train_episodes`` train (the paper's data-starved
-protocol: 5), then ``val_episodes`` validation, the rest test. The configuration of the inner step
-(``Scale.noether``: step rule, what is adapted, inner lr, loss form) is a choice made on validation
-windows only (``benchmarks/pendulum_video_study.py`` scores variants on the validation split);
-results.json records it and the split that chose it.
+protocol: 5), then ``val_episodes`` validation, the rest test. The validation episodes are only monitored
+here (per-epoch validation MSE in each run's metrics.csv); nothing is selected on them in this recipe and the
+last checkpoint of every run is scored. The inner step (``Scale.noether``: step rule, what is adapted, inner lr,
+loss form) is the package default ``NoetherConfig()``, chosen on the VALIDATION episodes of the quickstart
+recording by ``benchmarks/step_rule_ablation.py`` and not re-selected on this recording (see ``SELECTION``);
+``benchmarks/pendulum_video_study.py`` scores variants on this recording's validation split when you want that.
+
+results.json
+- ``models``: per model, metrics pooled over seeds (each window averaged over the seeds), per-step curves.
+- ``verdict.rows``: Noether - control per metric and subset (all / swinging / upright), s.e. over episodes,
+  per seed and pooled; ``verdict.target``: the acceptance rule per control (MSE ratio <= 0.95, SSIM not lower,
+  both paired differences significant) and whether it is met.
+- ``per_seed.<seed>``: the same statistics per seed, ``wall_time_s`` of this invocation (a resumed stage takes
+  ~0 s) and ``train_seconds`` summed from each run's metrics.csv (epoch time, without per-epoch validation).
+- ``selection``: the inner-step configuration and which split chose it.
 
 Definitions
 - epoch: one pass over all training windows (n_past + n_future = 30 frames, stride ``Scale.stride``).
@@ -212,8 +223,8 @@ def run_pendulum_video(cfg: PendulumVideoConfig) -> dict[str, Any]:
         "rows": verdict_rows,
         "noether_beats_every_control_mse": beats("mse"),
         "noether_beats_every_control_ssim": beats("ssim"),
-        "rule": "better = paired difference Noether - control in the metric's direction and > 2 s.e. (episode-level, "
-                "windows pooled over seeds)",
+        "rule": "better = paired difference Noether - control in the metric's direction and > 2 s.e. (episode-level; "
+                "each window's score averaged over the seeds)",
         "target": acceptance(pooled, allm),
     }
     plots = plot_all(pooled, out, metrics=("mse", "ssim", "psnr", "angle_error"))
