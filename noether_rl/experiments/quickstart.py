@@ -25,12 +25,12 @@ from noether_rl.utils.device import resolve_device
 @dataclass(frozen=True)
 class QuickstartConfig:
     out: str = "quickstart"
-    episodes: int = 40  # train_episodes train, then val_episodes validation, the rest test
-    train_episodes: int = 24
+    episodes: int = 64  # train_episodes train, then val_episodes validation, the rest test
+    train_episodes: int = 48
     val_episodes: int = 4
     policy: str = "mixed"  # varied actions and states (sine / random / noisy swing-up), so the model sees swings
     steps: int = 100
-    stride: int = 3  # training window stride
+    stride: int = 4  # training window stride
     size: int = 32
     n_past: int = 4
     n_future: int = 12
@@ -38,8 +38,8 @@ class QuickstartConfig:
     noether_epochs: int = 3
     batch_size: int = 16
     width: int = 16
-    g_dim: int = 32
-    rnn_size: int = 64
+    g_dim: int = 64
+    rnn_size: int = 128
     seed: int = 0
     device: str = "auto"
     progress: bool = True
