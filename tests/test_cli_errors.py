@@ -215,6 +215,16 @@ ROWS: list[tuple[Any, ...]] = [
                                     "paper", "--device", "cpu"], "needs 64", None),
     ("reproduce-other-incomplete", ["reproduce", "pendulum-video", "--out", "{out}", "--data", "{incomplete}",
                                     "--device", "cpu"], "this recording is incomplete", None),
+    # a mistyped --data is refused, not recorded into (nor is a directory that holds no recording)
+    ("reproduce-data-missing", ["reproduce", "pendulum-video", "--out", "{out}", "--data", "{tmp}/typo",
+                                "--device", "cpu"], "{tmp}/typo does not exist", None),
+    ("reproduce-data-not-a-recording", ["reproduce", "pendulum-video", "--out", "{out}", "--data", "{foreign}",
+                                        "--device", "cpu"], "is not a recording", None),
+    # a mistyped --reward-model is refused, not written by a new fit
+    ("plan-reward-model-missing", ["plan", "--checkpoint", "{tmp}/none.pt", "--out", "{out}", "--reward-model",
+                                   "{tmp}/typo.pt"], "{tmp}/typo.pt does not exist", None),
+    ("dream-reward-model-directory", ["dream-train", "--checkpoint", "{tmp}/none.pt", "--out", "{out}",
+                                      "--reward-model", "{foreign}"], "is a directory", None),
     ("no-subcommand", [], "required", None),
     ("unknown-flag", [*TRAIN, "--out", "{out}", "--bogus-flag"], "unrecognized arguments", None),
 ]

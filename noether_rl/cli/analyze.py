@@ -24,7 +24,7 @@ def _common(p: argparse.ArgumentParser, max_windows: int) -> None:
                    help="the checkpoint's own val or test episodes (windows it trained on are refused)")
     p.add_argument("--stride", type=argtypes.positive_int, default=d.stride, help="stride between windows")
     p.add_argument("--max-windows", type=argtypes.positive_int, default=max_windows,
-                   help=f"seeded subset of at most this many windows (default {max_windows})")
+                   help="seeded subset of at most this many windows")
     p.add_argument("--seed", type=argtypes.seed, default=d.seed, help="seed of the window subset and the noise")
     p.add_argument("--device", type=argtypes.device, default=d.device, help="auto | cpu | cuda | cuda:N")
 

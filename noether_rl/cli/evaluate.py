@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # the split defaults to the checkpoints' own (largest) train/val episodes, not to a fixed number
     # the split, n_past and n_future default to the checkpoints' own, not to fixed numbers
     p.set_defaults(func=run, train_episodes=None, val_episodes=None, n_past=None, n_future=None)
+    for flag in ("--n-past", "--n-future", "--train-episodes", "--val-episodes"):
+        action = p._option_string_actions[flag]
+        action.help = f"{action.help} (default: the checkpoints' own)"
 
 
 def run(args: argparse.Namespace) -> int:

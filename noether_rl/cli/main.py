@@ -15,6 +15,7 @@ import argparse
 import errno
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,21 @@ SUBCOMMANDS = ("record", "train", "meta_train", "evaluate", "quickstart", "repro
                "analyze", "discover")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, except where the help already says its default
+    ("(default ..." written by hand), the option is required or an on/off flag, or it has no default (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (re.search(r"\(default\b", text) or action.required or action.default is None
+                or (action.nargs == 0 and isinstance(action.default, bool))):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:  # every --help shows the defaults
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; keep it short)
@@ -71,11 +84,9 @@ def _os_error_line(e: OSError) -> str | None:
 
 
 def _output_dirs(args: argparse.Namespace) -> list[str]:
-    """The directories a command writes into: ``--out``, and ``--data`` where reproduce records it."""
-    dirs = [getattr(args, "out", None)]
-    if args.command == "reproduce" and getattr(args, "experiment", None) == "pendulum-video":  # statespace: input file
-        dirs.append(getattr(args, "data", None))
-    return [str(d) for d in dirs if d]
+    """The directories a command writes into: ``--out`` (a ``--data`` is always an existing input)."""
+    out = getattr(args, "out", None)
+    return [str(out)] if out else []
 
 
 def _check_output_dir(out: str) -> None:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from noether_rl.cli import argtypes
 from noether_rl.cli.common import positive_int
+
+
+def saved_reward_model(s: str) -> str:
+    """``--reward-model``: an existing file only (a mistyped path would otherwise fit and save a new model)."""
+    if not os.path.isfile(s):
+        what = "is a directory" if os.path.isdir(s) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{s} {what}; give a saved reward model (an earlier run's OUT/reward.pt) "
+                                         "or leave --reward-model out to fit one")
+    return s
 
 
 def add_reward_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward", choices=["learned", "pendulum-pixels"], default="learned",
                    help="learned: a reward CNN fit on the recorded rewards of the checkpoint's training episodes "
                         "(saved as OUT/reward.pt, reused by reruns); pendulum-pixels: -(angle^2) read off the frame")
-    p.add_argument("--reward-model", help="a fitted reward model to use (or where to save the fitted one)")
+    p.add_argument("--reward-model", type=saved_reward_model,
+                   help="a saved reward model to use instead of fitting one (e.g. an earlier run's OUT/reward.pt)")
     p.add_argument("--reward-data", help="recording to fit the reward model on (default: the checkpoint's)")
     p.add_argument("--reward-epochs", type=positive_int, default=10, help="epochs of the reward CNN fit on recorded rewards")
 
@@ -65,11 +76,21 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
     """``noether-rl reproduce pendulum-control`` (registered by :mod:`noether_rl.cli.reproduce`)."""
     pc = exp.add_parser("pendulum-control", help="pixel-pendulum swing-up: MPC with tailored world models, SB3 in the model")
     pc.add_argument("--out", required=True, help="output directory; a rerun reuses every finished stage")
-    pc.add_argument("--scale", choices=["small", "gpu"], default="small",
-                    help="small: 32x32 SVG, CPU (about an hour on 2 cores); gpu: 64x64 SVG, more data and candidates")
-    pc.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
-    pc.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
-    pc.add_argument("--no-progress", action="store_true")
+    from noether_rl.cli.reproduce import scale_help
+    from noether_rl.experiments.pendulum_control import SCALES, PendulumControlConfig
+
+    pc.add_argument("--scale", choices=sorted(SCALES), default=PendulumControlConfig.scale,
+                    help=scale_help(SCALES, lambda s: f"{s.size}x{s.size} SVG (width {s.width}, LSTM {s.rnn_size}), "
+                                                      f"{s.episodes} recorded episodes, {s.svg_epochs} SVG + "
+                                                      f"{s.noether_epochs} meta epochs, {s.population} MPC "
+                                                      f"candidates, {s.dream_steps} SB3 steps")
+                         + "; small takes about an hour on 2 CPU cores")
+    pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
+                    help="the one seed of recording, training, planner and SB3 (one model per scale: this "
+                         "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")
+    pc.add_argument("--device", type=argtypes.device, default=PendulumControlConfig.device,
+                    help="auto | cpu | cuda | cuda:N")
+    pc.add_argument("--no-progress", action="store_true", help="no progress bars")
     pc.set_defaults(func=run_pendulum_control_cli)
 
 

@@ -9,7 +9,8 @@ from noether_rl.cli import argtypes
 
 
 def add_ramp_video_parser(exp: argparse._SubParsersAction) -> None:
-    from noether_rl.experiments.ramp_video import SCALES
+    from noether_rl.cli.reproduce import scale_help
+    from noether_rl.experiments.ramp_video import SCALES, RampVideoConfig
 
     p = exp.add_parser("ramp-video", help="SVG-LP vs Noether (CN tailoring) on Physics 101 ramp videos or the "
                                           "synthetic ramp (paper Fig. 4)")
@@ -17,11 +18,13 @@ def add_ramp_video_parser(exp: argparse._SubParsersAction) -> None:
     src.add_argument("--data", metavar="DIR", help="a Physics 101 copy (phys101/scenarios/ramp/...); see "
                                                    "noether_rl.data.physics101 for where to get it")
     src.add_argument("--synthetic", action="store_true", help="record the synthetic ramp (SyntheticRamp-v0) instead")
-    p.add_argument("--scale", choices=sorted(SCALES), default="small",
-                   help="paper: 128x128 VGG (GPU); small: 64x64 DCGAN (CPU); tiny: 32x32 smoke test")
-    p.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--scale", choices=sorted(SCALES), default=RampVideoConfig.scale,
+                   help=scale_help(SCALES, lambda s: f"{s.size}x{s.size} frames, {s.encoder.upper()} width {s.width}, "
+                                                     f"{s.svg_epochs} SVG + {s.extra_epochs} extra epochs"))
+    p.add_argument("--seeds", type=argtypes.seed, nargs="+", default=list(RampVideoConfig.seeds),
+                   help="training seeds")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (rerun to resume)")
-    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", type=argtypes.device, default=RampVideoConfig.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs locally installed weights)")
     p.add_argument("--cache-dir", help="decoded-video cache for Physics 101 (default OUT/video_cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from noether_rl.cli import argtypes
 from noether_rl.experiments.pendulum_video import SCALES, PendulumVideoConfig, run_pendulum_video
+
+# what every experiment's --scale names mean (the scale tables themselves live next to each experiment)
+SCALE_ROLES = {"small": "the CPU default", "paper": "the paper's size, for a GPU", "tiny": "a smoke test"}
+
+
+def scale_help(scales: Mapping[str, Any], describe: Callable[[Any], str]) -> str:
+    """--help text of a ``--scale`` option: one entry per scale, from the experiment's own scale table."""
+    names = [n for n in SCALE_ROLES if n in scales] + [n for n in scales if n not in SCALE_ROLES]
+    return "; ".join(f"{n} ({SCALE_ROLES.get(n, 'custom')}): {describe(scales[n])}" for n in names)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,23 +24,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     exp = p.add_subparsers(dest="experiment", required=True, parser_class=type(p))
     pv = exp.add_parser("pendulum-video", help="controlled pendulum video prediction (paper Fig. 3)")
     pv.add_argument("--out", required=True, help="output directory (results.json, plots, video); rerun to resume")
-    pv.add_argument("--scale", choices=sorted(SCALES), default="small",
-                    help="paper: 64x64, full SVG (GPU); small: 32x32, narrower SVG and g_phi (CPU); both 50+20 epochs")
-    pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2], help="training seeds")
-    pv.add_argument("--data", help="reuse this recording (recorded there if missing)")
-    pv.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    pv.add_argument("--scale", choices=sorted(SCALES), default=PendulumVideoConfig.scale,
+                    help=scale_help(SCALES, lambda s: f"{s.size}x{s.size} frames, SVG width {s.width}, LSTM "
+                                                      f"{s.rnn_size}, g_phi width {s.emb_width}; {s.svg_epochs} SVG + "
+                                                      f"{s.meta_epochs} meta epochs"))
+    pv.add_argument("--seeds", type=argtypes.seed, nargs="+", default=list(PendulumVideoConfig.seeds),
+                    help="training seeds")
+    pv.add_argument("--data", metavar="DIR",
+                    help="reuse this existing recording (another run's OUT/data, or `noether-rl record --policy "
+                         "swingup` at the scale's frame size); without --data one is recorded under OUT/data")
+    pv.add_argument("--device", type=argtypes.device, default=PendulumVideoConfig.device,
+                    help="auto | cpu | cuda | cuda:N")
     pv.add_argument("--no-progress", action="store_true", help="no progress bars")
     pv.set_defaults(func=run)
+    from noether_rl.experiments.statespace import StatespaceConfig
+
     ss = exp.add_parser("statespace", help="state-space spring / pendulum / real pendulum (paper Tables 1-2, Fig. 2)")
     ss.add_argument("--system", choices=["spring", "pendulum", "real", "all"], default="all",
                     help="all = spring, pendulum and, when --data is given, the real pendulum (without --data "
                          "'all' runs the two ideal systems and says so); real needs --data")
     ss.add_argument("--data", help="real-pendulum measurements (real_pend_h_1.txt format, read from this path, "
                                    "never copied); required for --system real, makes --system all include it")
-    ss.add_argument("--seeds", type=argtypes.seed, nargs="+", default=[0, 1, 2],
+    ss.add_argument("--seeds", type=argtypes.seed, nargs="+", default=list(StatespaceConfig.seeds),
                     help="seeds (weights; for the ideal systems also the data draw)")
     ss.add_argument("--out", required=True, help="output directory (results.json, plots); rerun to resume")
-    ss.add_argument("--workers", type=argtypes.non_negative_int, default=0,
+    ss.add_argument("--workers", type=argtypes.non_negative_int, default=StatespaceConfig.workers,
                     help="parallel (system, seed) runs, one thread each; 0 = auto (up to 2), 1 = no subprocesses")
     ss.add_argument("--no-progress", action="store_true", help="no progress bars")
     ss.set_defaults(func=run_statespace_cli)

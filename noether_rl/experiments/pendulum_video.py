@@ -130,11 +130,16 @@ class PendulumVideoConfig:
 
 
 def _recording(cfg: PendulumVideoConfig, spec: Scale) -> Path:
-    """The recording to use: ``cfg.data`` if given, else ``<out>/data``; recorded there if missing, and
-    finished there if an earlier run of this experiment was interrupted while recording it."""
+    """The recording to use: ``cfg.data`` if given (it must exist: a mistyped path is refused, not recorded
+    into), else ``<out>/data``, recorded there if missing; either is finished if an earlier run of this
+    experiment was interrupted while recording it."""
     from noether_rl.recorders.recorder import config_dict
 
     root = Path(cfg.out) / "data" if cfg.data is None else Path(cfg.data)
+    if cfg.data is not None and not (root / "manifest.json").is_file():
+        what = "does not exist" if not root.exists() else "is not a recording (no manifest.json)"
+        raise UserError(f"--data {root} {what}; give an existing recording, or leave --data out to record one "
+                        f"under {Path(cfg.out) / 'data'}")
     rec = RecordConfig(env_id="noether_rl/PixelPendulum-v0", policy="swingup", episodes=cfg.episodes, steps=cfg.steps,
                        size=spec.size, seed=0, out=root, num_envs=2, preview=True, progress=cfg.progress)
     if cfg.data is not None and (root / "manifest.json").is_file():
