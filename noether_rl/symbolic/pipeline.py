@@ -202,8 +202,10 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     base_val = val_score(pred0, None, 0.0)
     best_j = np.argmin(S, axis=1)
     best_loss = S[np.arange(len(kept)), best_j]
+    # a formula whose rollouts diverge (non-finite inner step or state) at every inner lr is dropped here
+    counts["screen_diverged_every_lr"] = int((~np.isfinite(best_loss)).sum())
     order = np.argsort(best_loss, kind="stable")[: sc.top_k]
-    order = order[np.isfinite(best_loss[order])]  # a formula that blows up every rollout is dropped here
+    order = order[np.isfinite(best_loss[order])]
     counts["meta_tailored"] = len(order)
     stop("screen")
     if len(order) == 0:
@@ -219,6 +221,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             bar.update(1)
     ok = [j for j, m in meta.items() if not m.diverged]
     counts["not_diverged"] = len(ok)
+    counts["diverged"] = len(meta) - len(ok)
     meta_val = {j: val_score(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]]) for j in ok}
     stop("meta_tailor")
     # the winner: lowest validation rollout RMSE over every top formula as screened (pre-trained MLP, tailored)
@@ -245,6 +248,8 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             "meta_first_train_loss": (meta[j].curve[0] if j in meta and meta[j].curve else None),
             "meta_final_train_loss": (meta[j].final if j in meta and np.isfinite(meta[j].final) else None),
             "diverged": bool(meta[j].diverged) if j in meta else None,
+            "diverge_reason": meta[j].reason if j in meta else (
+                "every validation rollout diverged at every inner lr" if not np.isfinite(best_loss[j]) else None),
             "meta_val_rollout_rmse": meta_val.get(j),
         }
 
@@ -260,12 +265,16 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     mr0 = None
     rm: dict[str, list[np.ndarray]] = {"mlp": [], "noether": [], "reference": []}
     rollouts: dict[str, np.ndarray] = {}
+    eval_diverged: list[dict[str, Any]] = []  # meta-tailoring runs of the evaluation seeds that diverged
     with _bar(len(cfg.seeds), "evaluate seeds", prog) as bar:
         for s in cfg.seeds:
             pred = pred0 if s == cfg.seeds[0] else pretrain_mlp(x, y, dt, sc, s)
             r_mlp, ro_mlp = rollout_rmse(pred, None, 0.0, ref, test.t, dt, sc)
             if variant == "meta":
-                pred_win = (meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)).predictor
+                mw = meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)
+                if mw.diverged:  # kept (its rollout RMSE says how badly), but never silently
+                    eval_diverged.append({"model": "noether", "seed": s, "reason": mw.reason})
+                pred_win = mw.predictor
             else:
                 pred_win = pred
             r_win, ro_win = rollout_rmse(pred_win, g_win, lr_win, ref, test.t, dt, sc)
@@ -279,7 +288,10 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
                     meta_ref = np.inf if mr0.diverged else val_score(mr0.predictor, g_ref, lr_ref)
                     variant_ref = "meta" if meta_ref < float(np.min(sref)) else "pretrained"
                 if variant_ref == "meta":
-                    pred_ref = (mr0 if s == cfg.seeds[0] else meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)).predictor
+                    mr = mr0 if s == cfg.seeds[0] else meta_tailor(pred, g_ref, lr_ref, x, y, sc, s)
+                    if mr.diverged:
+                        eval_diverged.append({"model": "reference", "seed": s, "reason": mr.reason})
+                    pred_ref = mr.predictor
                 else:
                     pred_ref = pred
                 r_ref, ro_ref = rollout_rmse(pred_ref, g_ref, lr_ref, ref, test.t, dt, sc)
@@ -326,6 +338,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         "rmse": rmse,
         "paired": paired,
         "paired_over_seeds": paired_seeds,
+        "evaluation_meta_diverged": eval_diverged,
         "reference_inner_lr": lr_ref,
         "reference_variant": variant_ref if reference is not None else None,
         "n_test_trajectories": int(ref.shape[0]),

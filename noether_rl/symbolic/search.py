@@ -14,9 +14,12 @@ tailoring engine underneath. Nothing here knows which system the data came from.
    74-s rollout's RMSE moved by 60 % between models whose one-step loss agreed to 4 digits -- phase
    drift, not the law, decided.)
 3. :func:`meta_tailor`: the top formulas are meta-tailored (outer loss: MSE of the tailored dx/dt,
-   second order through the inner step) from the pre-trained MLP; runs whose loss goes non-finite or
-   ends above ``diverge_factor`` x its start are dropped; the caller ranks the rest on validation
-   windows like the screen.
+   second order through the inner step) from the pre-trained MLP; runs whose loss goes non-finite
+   (including a non-finite inner step at any point) or ends above ``diverge_factor`` x its start are
+   dropped, with the reason; the caller ranks the rest on validation windows like the screen.
+
+A non-finite inner step is divergence everywhere (screen, meta-tailoring, rollouts): the tailored
+dx/dt is NaN there (:func:`tailored_field_ok`), never the untailored MLP's.
 4. :func:`rollout_rmse`: long-term prediction from each test trajectory's first state (Euler with the
    data's time step, tailoring at every step when a formula is given).
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -118,12 +122,27 @@ def noether_net(pred: StateSpacePredictor, g: nn.Module, lr: float, cfg: SearchC
     return NoetherNetwork(pred, g, NoetherConfig(tailor=tc, adapt=cfg.adapt, form="a"))
 
 
-def tailored_field(net: NoetherNetwork, x: Tensor) -> Tensor:
-    """x [B, D] -> dx/dt with each example's weights tailored by one Noether step at x."""
+def tailored_field_ok(net: NoetherNetwork, x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [B, D] -> (dx/dt [B, D] with each example's weights tailored by one Noether step at x, ok [B]).
+
+    ``ok`` is False where the inner step was non-finite (loss, gradient or step); there dx/dt is NaN:
+    such a point diverged, it never falls back silently to the untailored MLP (the engine's fall-back
+    and its warning are replaced by this NaN, which every caller counts as divergence)."""
     B = x.shape[0]
-    out = net.predict(x[:, None], x.new_zeros(B, 1, 0), 1)
-    adapted = out.result.adapted if out.result is not None else None
-    return net.predictor.vector_field(x, adapted)  # type: ignore[operator]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="tailoring: non-finite", category=RuntimeWarning)
+        out = net.predict(x[:, None], x.new_zeros(B, 1, 0), 1)
+    if out.result is None:
+        return net.predictor.vector_field(x, None), torch.ones(B, dtype=torch.bool, device=x.device)  # type: ignore[operator]
+    f = net.predictor.vector_field(x, out.result.adapted)  # type: ignore[operator]
+    ok = out.result.ok
+    return torch.where(ok[:, None], f, torch.full_like(f, float("nan"))), ok
+
+
+def tailored_field(net: NoetherNetwork, x: Tensor) -> Tensor:
+    """x [B, D] -> dx/dt with each example's weights tailored by one Noether step at x (NaN where that
+    step was non-finite, see :func:`tailored_field_ok`)."""
+    return tailored_field_ok(net, x)[0]
 
 
 def screen(pred: StateSpacePredictor, formulas: Sequence[nn.Module], ref: np.ndarray, t: np.ndarray, dt: float,
@@ -147,6 +166,7 @@ class MetaResult:
     predictor: StateSpacePredictor
     curve: list[float]
     diverged: bool
+    reason: str | None = None  # why it diverged (None when it did not)
 
     @property
     def final(self) -> float:
@@ -168,16 +188,20 @@ def meta_tailor(pred0: StateSpacePredictor, g: nn.Module, lr: float, x: Tensor, 
         tot = torch.zeros((), dtype=x.dtype)
         for s in range(0, n, batch):
             b = perm[s:s + batch]
-            loss = (tailored_field(net, x[b]) - y[b]).pow(2).mean()
-            if not torch.isfinite(loss):
-                return MetaResult(pred, curve + [math.inf], True)
+            f, ok = tailored_field_ok(net, x[b])
+            loss = (f - y[b]).pow(2).mean()
+            if not torch.isfinite(loss):  # one host sync per outer step; the cause only on this failure path
+                why = ("non-finite inner step" if not bool(ok.all()) else "non-finite training loss")
+                return MetaResult(pred, curve + [math.inf], True, f"{why} in epoch {len(curve) + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tot = tot + loss.detach() * b.numel()
         curve.append(float(tot) / n)  # one host sync per epoch
     diverged = (not math.isfinite(curve[-1])) or curve[-1] > cfg.diverge_factor * curve[0]
-    return MetaResult(pred, curve, diverged)
+    reason = (f"training loss rose {curve[-1] / curve[0]:.3g}x (limit {cfg.diverge_factor:g}x)"
+              if diverged and math.isfinite(curve[-1]) else "non-finite training loss" if diverged else None)
+    return MetaResult(pred, curve, diverged, reason)
 
 
 def training_loss(pred: StateSpacePredictor, g: nn.Module | None, lr: float, x: Tensor, y: Tensor,
@@ -234,4 +258,4 @@ def rollout_rmse(pred: StateSpacePredictor, g: nn.Module | None, lr: float, ref:
 
 __all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "MetaResult", "SearchConfig", "meta_tailor",
            "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "screen", "tailored_field",
-           "training_loss"]
+           "tailored_field_ok", "training_loss"]
