@@ -118,7 +118,8 @@ def main() -> None:
     deadline = t0 + args.deadline_s
     args.out.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
-    from gpu_session import _gif_instead_of_mp4  # benchmarks/: no preview mp4 where ffmpeg is missing (GPU image)
+    # benchmarks/: no preview mp4 where ffmpeg is missing (the GPU image)
+    from gpu_session import _gif_instead_of_mp4
 
     _gif_instead_of_mp4()
     (_, _, meta0), root = _trainers(args, args.seeds[0], record=True)  # records the data once
