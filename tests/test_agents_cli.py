@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pytest
 
@@ -60,13 +61,20 @@ def test_wrong_checkpoint_kind_is_one_line_exit_2(checkpoints, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
-def test_dream_train_tiny_budget(checkpoints, tmp_path, algo):
+def test_dream_train_tiny_budget(checkpoints, tmp_path, algo, monkeypatch):
     out = tmp_path / "dream"
+    tmp = tmp_path / "tmpdir"  # SB3's default logger would make an empty SB3-<date> folder here
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
     args = ["dream-train", "--checkpoint", str(checkpoints[1]), "--algo", algo, "--steps", "32", "--n-envs", "2",
             "--max-episode-steps", "8", "--eval-episodes", "2", "--out", str(out), "--device", "cpu",
             "--reward", "pendulum-pixels"]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["returns"]["n"] == 2 and (out / "agent.zip").is_file() and not res["reused_agent"]
+    assert list(tmp.iterdir()) == []  # nothing written outside --out
+    assert (out / "sb3" / "progress.csv").is_file() and res["sb3_log"] == str(out / "sb3" / "progress.csv")
     assert main(args) == 0  # rerun reuses the trained agent
     assert json.loads((out / "results.json").read_text())["reused_agent"]

@@ -13,6 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import VecCheckNan
 
 import noether_rl.envs  # noqa: F401
+from noether_rl.agents.dream import sb3_logger
 from noether_rl.agents.model_env import (
     EnvContexts,
     RecordingContexts,
@@ -116,6 +117,7 @@ def test_sb3_vec_env_trains_ppo_a_few_steps(contexts):
     assert not dones.any()
     model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [8]})
+    model.set_logger(sb3_logger())  # not SB3's default, which leaves an empty $TMPDIR/SB3-<date> folder
     model.learn(16)
     venv.reset()
     for _ in range(4):

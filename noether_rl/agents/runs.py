@@ -273,8 +273,9 @@ class DreamConfig:
 def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
                     wm_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train an SB3 agent inside the world model (contexts: the real env's first ``n_past`` frames under
-    random actions), save it (``agent.zip``), evaluate it on seeded real-env episodes; writes results.json.
-    A finished ``agent.zip`` is reused by a rerun."""
+    random actions), save it (``agent.zip``; SB3's training metrics in ``sb3/progress.csv``, nothing written
+    outside ``out``), evaluate it on seeded real-env episodes; writes results.json. A finished ``agent.zip``
+    is reused by a rerun."""
     from stable_baselines3.common.evaluation import evaluate_policy  # noqa: F401  (documented entry point)
 
     from noether_rl.agents.dream import load_agent, make_sb3_agent
@@ -304,7 +305,7 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
         venv = SB3WorldModelVecEnv(WorldModelVectorEnv(wm, contexts, space, cfg.n_envs,
                                                        max_episode_steps=cfg.max_episode_steps, tailor=cfg.tailor))
         venv.seed(cfg.seed)
-        model = make_sb3_agent(cfg.algo, venv, seed=cfg.seed, device=device, steps=cfg.steps)
+        model = make_sb3_agent(cfg.algo, venv, seed=cfg.seed, device=device, steps=cfg.steps, log_dir=out / "sb3")
         model.learn(cfg.steps, progress_bar=False)
         with atomic_output_path(agent_path) as tmp:
             model.save(tmp)
@@ -320,7 +321,8 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
     returns = run_episodes(predict, lambda: make_real_env(cfg.env_id, wm.obs_shape, cfg.eval_max_steps), seeds,
                            progress=cfg.progress)
     results = {"command": "dream-train", "config": asdict(cfg), "device": str(device), "world_model": wm_info,
-               "agent": str(agent_path), "reused_agent": reused, "train_wall_time_s": train_wall,
+               "agent": str(agent_path), "sb3_log": str(out / "sb3" / "progress.csv"), "reused_agent": reused,
+               "train_wall_time_s": train_wall,
                "eval_seeds": seeds, "returns": mean_se(returns)}
     write_results(out / "results.json", results)
     return results
