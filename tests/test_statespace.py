@@ -108,6 +108,13 @@ def test_bad_npz_is_one_user_error(tmp_path, arrays, msg):
     assert "\n" not in str(e.value)
 
 
+def test_object_arrays_are_refused_in_one_line_that_says_what_to_fix(tmp_path):
+    np.savez(tmp_path / "obj.npz", x=np.zeros((2, 5, 2)), dt=0.1, names=np.array(["q", "p"], dtype=object))
+    with pytest.raises(UserError, match=r"'names' holds Python objects .*dtype=str") as e:
+        load_trajectories(tmp_path / "obj.npz")
+    assert "allow_pickle" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_not_an_npz_is_a_user_error(tmp_path):
     (tmp_path / "junk.npz").write_text("hello")
     with pytest.raises(UserError):

@@ -121,11 +121,23 @@ def load_trajectories(path: str | os.PathLike[str]) -> Trajectories:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise UserError(f"trajectory file {p} does not exist")
+    objects = None  # the first array that holds Python objects (never unpickled)
     try:
         with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            data = {}
+            for k in z.files:
+                try:
+                    data[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    objects = k
+                    break
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"{p}: not a readable .npz trajectory file ({type(e).__name__}: {e})") from None
+    if objects is not None:
+        raise UserError(f"{p}: array '{objects}' holds Python objects (dtype=object), which are not loaded; save it "
+                        f"as a plain array, e.g. np.array({objects}, dtype=str) for names or dtype=float for numbers")
     if "x" not in data:
         raise UserError(f"{p}: missing array 'x' [N, T, D]")
     x = np.asarray(data["x"])
