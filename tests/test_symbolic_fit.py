@@ -186,3 +186,29 @@ def test_noisy_observations_without_clean_states_pass_the_filter() -> None:
     assert abs(c - 0.5) < 0.15 * 0.5, c
     assert 0 < len(keep) < len(exprs) // 50
     assert np.all(res.noise_frac[keep] <= cfg.max_noise_fraction)
+
+
+def test_deduplicate_merges_the_same_law_with_slightly_different_constants() -> None:
+    """p^2 + 1.003 q^2 (and 0.997 p^2 + q^2 from another program) are the ideal spring's p^2 + q^2 fitted
+    less precisely: merged into the best conserved of them; p^2 + 1.3 q^2 is another law and stays."""
+    q, p, c = Input(0), Input(1), Parameter
+    pq = binary("+", unary("sq", p), binary("*", c(), unary("sq", q)))  # p^2 + c q^2
+    qp = binary("+", binary("*", c(), unary("sq", p)), unary("sq", q))  # c p^2 + q^2
+    exprs = [pq, qp, pq, pq]
+    params = np.array([[1.003], [1 / 1.003], [1.0], [1.3]])
+    x = generate(spring(k=2.0, m=0.5), GenerateConfig(n_trajectories=6, noise_std=0.0, n_points=12)).x  # H = q^2+p^2
+    cfg = FilterConfig()
+    seg = prepare_segments(x, cfg)
+    xt = torch.as_tensor(seg.reshape(-1, 2))
+    v = evaluate(compile_programs(exprs, 7), xt, torch.as_tensor(params))
+    r = conservation_ratio(v, seg.shape[0], seg.shape[1]).numpy()
+    assert r[2] < 1e-12 < r[0] < 1e-4 and r[3] > 1e-3  # the exact law, two imprecise fits, another law
+    idx = np.arange(4)
+    # affinely identical values only (no r): the two imprecise fits are one law, the exact one another
+    assert len(deduplicate(exprs, params, x, idx, cfg)) == 3
+    groups: dict[int, list[int]] = {}
+    n_exact: list[int] = []
+    kept = deduplicate(exprs, params, x, idx, cfg, r=r, groups=groups, n_exact=n_exact)
+    assert list(kept) == [2, 3] and groups == {2: [0, 1]} and n_exact == [3]
+    # the tolerance is relative to how much the pair varies along trajectories: exact laws stay apart
+    assert len(deduplicate(exprs, params, x, idx, cfg, r=np.full(4, 1e-14))) == 3

@@ -32,8 +32,9 @@ Batching: all candidates of a chunk (``chunk_size``) and all restarts are one ``
 tensor evaluated by the vectorised interpreter (:mod:`noether_rl.symbolic.program`); the only Python
 loops are over chunks, optimiser steps and program positions.
 
-Duplicates: survivors whose fitted values are affinely equivalent on the data (|corr| >= 1 - tol) are
-one observable law; the simplest (fewest nodes, then fewest parameters) is kept.
+Duplicates: survivors whose fitted values are affinely equivalent on the data (|corr| >= 1 - tol), or
+differ by less than they vary along trajectories anyway (the same law with slightly different fitted
+constants, :func:`deduplicate`), are one observable law; the simplest, then best conserved, is kept.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ class FilterConfig:
     chunk_size: int = 4096
     max_segments: int = 32
     max_points_per_segment: int = 12
-    dedup_tol: float = 1e-7
+    dedup_tol: float = 1e-7  # |corr| >= 1 - dedup_tol: affinely identical values (one law, whatever the data)
+    # and the same law with slightly different constants (see deduplicate): 1 - corr^2 <= dedup_rel x the
+    # pair's larger r, and <= dedup_max (a small difference: |corr| >= 1 - dedup_max / 2)
+    dedup_rel: float = 4.0
+    dedup_max: float = 1e-5
     seed: int = 0
     dtype: str = "float32"
 
@@ -338,8 +343,32 @@ def survivors(fit: FitResult, cfg: FilterConfig = FilterConfig()) -> np.ndarray:
 
 
 def deduplicate(exprs: Sequence[Expr], params: np.ndarray, segments: np.ndarray, idx: np.ndarray,
-                cfg: FilterConfig = FilterConfig()) -> np.ndarray:
-    """Keep one of each group of affinely equivalent fitted formulas (simplest first); returns indices."""
+                cfg: FilterConfig = FilterConfig(), r: np.ndarray | None = None,
+                groups: dict[int, list[int]] | None = None, n_exact: list[int] | None = None) -> np.ndarray:
+    """Keep one of each group of observationally equivalent fitted formulas; returns indices (sorted).
+
+    For fitted formulas A, B (values on the filter data, centred), ``e = 1 - corr(A, B)^2`` is the part
+    of B that no affine map of A explains (scale- and offset-free). Two passes:
+
+    1. identical: ``e <= 2 dedup_tol`` (``|corr| >= 1 - dedup_tol``); the simplest (fewest nodes, then
+       fewest parameters) is kept.
+    2. (when ``r``, each formula's conservation ratio on the same data -- ``FitResult.r_true``, its
+       variation along trajectories, noise included -- is given) the same law with slightly different
+       fitted constants (``p^2 + 1.077 q^2`` vs ``p^2 + 1.08 q^2`` from two programs): the pass-1
+       representatives, best conserved first, each join the first kept one with
+       ``e <= min(dedup_max, dedup_rel * max(r_A, r_B))``: B differs from A by little, and by no more
+       than the pair varies along trajectories anyway, so B is A plus a non-conserved deviation, not a
+       second law. The best conserved of such a group is its representative. Two well-conserved but
+       different quantities (``r`` far below their difference ``e``, e.g. H and a nonlinear function
+       of H) stay apart, and so do different laws that are merely similar on the data (``dedup_max``).
+       Measured (filter data of ``discover``): the ideal spring's ``0.9989 p^2 + q^2`` (a float32 fit
+       that stalled, r 3.9e-7) vs ``p^2 + q^2`` (r 9e-14): e = 4e-7, merged; on the real pendulum
+       ``-0.4059 p^2 + cos q`` vs ``p^2 - 2.465 cos q`` (r 5.1e-3): e = 1.2e-6, merged; the quadratic
+       ``p^2 + 1.077 q^2`` vs that energy form: e = 6.1e-3 (|corr| 0.997), kept apart.
+
+    ``groups`` (optional, filled in): kept index -> the indices merged into it; ``n_exact`` (optional):
+    receives the number of formulas left after pass 1.
+    """
     if len(idx) == 0:
         return idx
     seg = prepare_segments(segments, cfg)
@@ -350,14 +379,34 @@ def deduplicate(exprs: Sequence[Expr], params: np.ndarray, segments: np.ndarray,
         v = evaluate(prog, x, torch.as_tensor(params[idx], dtype=torch.float64))
     v = v - v.mean(1, keepdim=True)
     v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    order = sorted(range(len(idx)), key=lambda j: (sub[j].size, sub[j].n_params, sub[j].key))
-    kept: list[int] = []
-    for j in order:  # survivors are few (hundreds): a loop over them, vectorised over the kept ones
-        if kept:
-            corr = (v[kept] @ v[j]).abs()
-            if bool((corr >= 1 - cfg.dedup_tol).any()):
-                continue
-        kept.append(j)
+    rs = np.zeros(len(idx)) if r is None else np.nan_to_num(np.asarray(r, dtype=np.float64)[idx], nan=np.inf)
+    merged: dict[int, list[int]] = {}
+
+    def one_pass(order: list[int], tol_of: Callable[[list[int], int], np.ndarray]) -> list[int]:
+        kept: list[int] = []
+        for j in order:  # survivors are few (hundreds): a loop over them, vectorised over the kept ones
+            if kept:
+                corr = (v[kept] @ v[j]).clamp(-1.0, 1.0).numpy()
+                hit = np.flatnonzero(1.0 - corr ** 2 <= tol_of(kept, j))
+                if len(hit):
+                    k = kept[int(hit[0])]
+                    merged.setdefault(k, []).extend([j, *merged.pop(j, [])])
+                    continue
+            kept.append(j)
+        return kept
+
+    simplest = sorted(range(len(idx)), key=lambda j: (sub[j].size, sub[j].n_params, rs[j], sub[j].key))
+    kept = one_pass(simplest, lambda kept, j: np.full(len(kept), 2.0 * cfg.dedup_tol))
+    if n_exact is not None:
+        n_exact.append(len(kept))
+    if r is not None and cfg.dedup_rel > 0:
+        best_first = sorted(kept, key=lambda j: (rs[j], sub[j].size, sub[j].n_params, sub[j].key))
+        kept = one_pass(best_first, lambda kept, j: np.maximum(
+            2.0 * cfg.dedup_tol, np.minimum(cfg.dedup_max, cfg.dedup_rel * np.maximum(rs[kept], rs[j]))))
+    if groups is not None:
+        for k in kept:
+            if merged.get(k):
+                groups[int(idx[k])] = sorted(int(idx[m]) for m in merged[k])
     return idx[np.array(sorted(kept), dtype=np.int64)]
 
 

@@ -167,8 +167,11 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         fit = fit_candidates(exprs, dims, seg, cfg.filter, progress=bar.update, noise_std=noise_std)
     passed = survivors(fit, cfg.filter)
     counts["conserved"] = len(passed)
-    kept = deduplicate(exprs, fit.params, seg, passed, cfg.filter)
-    counts["after_dedup"] = len(kept)
+    groups: dict[int, list[int]] = {}
+    n_exact: list[int] = []
+    kept = deduplicate(exprs, fit.params, seg, passed, cfg.filter, r=fit.r_true, groups=groups, n_exact=n_exact)
+    counts["distinct_values"] = n_exact[0] if n_exact else 0  # affinely identical values merged
+    counts["after_dedup"] = len(kept)  # and the same law with slightly different constants
     stop("filter")
     if len(kept) == 0:
         best = np.nanmin(fit.r_signal) if np.isfinite(fit.r_signal).any() else float("nan")
@@ -251,6 +254,8 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             "diverge_reason": meta[j].reason if j in meta else (
                 "every validation rollout diverged at every inner lr" if not np.isfinite(best_loss[j]) else None),
             "meta_val_rollout_rmse": meta_val.get(j),
+            "merged": [str(to_sympy(exprs[m], names, fit.params[m][: exprs[m].n_params]))
+                       for m in groups.get(i, [])],  # equivalent survivors this one represents
         }
 
     # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any); every model is
