@@ -144,9 +144,9 @@ def test_mpc_tailors_once_per_planning_step_on_the_warm_start(every, per_plan):
     calls: list[torch.Tensor] = []
     inner = wm._tailored
 
-    def counting(context, actions, horizon, generator):
+    def counting(context, actions, horizon, generator, *rest):
         calls.append(actions[:, wm.n_past - 1:].clone())
-        return inner(context, actions, horizon, generator)
+        return inner(context, actions, horizon, generator, *rest)
 
     wm._tailored = counting  # type: ignore[method-assign]
     planner = CEM(3, [-2.0], [2.0], CEMConfig(population=8, elites=2, iterations=3), seed=0)

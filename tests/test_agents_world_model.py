@@ -134,6 +134,25 @@ def test_prepare_once_then_score_many_matches_imagine_and_per_candidate():
         wm.imagine_prepared(prep, seqs[:, :, :2])
 
 
+def test_prepare_computes_the_warm_start_once_and_no_discarded_final_rollout():
+    wm = tiny_world_model()
+    ctx, ca, seqs = _inputs()
+    calls = {"warm_start": 0, "rollout": 0}
+    for name in calls:
+        real = getattr(wm.predictor, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        setattr(wm.predictor, name, counted)
+    prep = wm.prepare(ctx, ca, 3, tailor=True, plan=seqs.mean(1))
+    assert prep.adapt is not None and prep.warm is not None
+    assert calls == {"warm_start": 1, "rollout": 1}  # one warm start shared; the inner loss's rollout only
+    wm.imagine_prepared(prep, seqs)
+    assert calls == {"warm_start": 1, "rollout": 2}  # all candidates in one rollout from the same warm start
+
+
 def test_inner_lr_override_is_used_and_learned_lr_is_read_once():
     torch.manual_seed(0)
     svg = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer"))

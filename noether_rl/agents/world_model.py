@@ -22,11 +22,12 @@ planning step and ``imagine_prepared`` once per optimiser iteration (:class:`~no
 
 When tailoring happens (``tailor=True`` and the model is a Noether Network), mode ``"shared"`` (default):
 once per ``prepare``, per problem, on the context and a rollout of ONE reference plan (MPC: the planner's
-warm start, i.e. the previous plan shifted; ``imagine``: the mean candidate): ``NoetherNetwork.predict`` on
-``B`` examples returns the adapted tensors ``[B, ...]``, which are then shared by (expanded over) the ``N``
+warm start, i.e. the previous plan shifted; ``imagine``: the mean candidate): ``NoetherNetwork``'s inner loop
+on ``B`` examples returns the adapted tensors ``[B, ...]``, which are then shared by (expanded over) the ``N``
 candidates of that problem and every optimiser iteration of that planning step. Cost: one tailoring call on
-``B`` examples (an inner-loss rollout, its backward and a final rollout, all of size ``B``) per planning
-step, i.e. well under one extra candidate rollout, not one per candidate nor one per iteration. Mode
+``B`` examples (an inner-loss rollout and its backward, both of size ``B``, on the warm start the candidates
+share; no final rollout: ``NoetherNetwork.tailor_adaptables``) per planning step, i.e. well under one extra
+candidate rollout, not one per candidate nor one per iteration. Mode
 ``"per_candidate"`` (the alternative, for measurements) tailors every candidate on its own rollout:
 ``predict`` on ``B * N`` examples (~3-4x the untailored cost). ``benchmarks/mpc_speed.py`` measures the
 modes (speed, and the frame error against the real env).
@@ -177,25 +178,31 @@ class WorldModel:
         kw = {} if warm is None else {"warm": warm}
         return self.predictor.rollout(context, actions, horizon, adapt=adapt, generator=generator, **kw).pred
 
-    def _tailored(self, context: Tensor, actions: Tensor, horizon: int,
-                  generator: torch.Generator | None) -> tuple[dict[str, Tensor] | None, Tensor]:
-        """One ``NoetherNetwork.predict`` call: (tailored adaptables [B, ...] or None if no step was taken,
-        the tailored prediction [B, horizon, C, H, W])."""
+    def _tailored(self, context: Tensor, actions: Tensor, horizon: int, generator: torch.Generator | None,
+                  warm: Any | None = None) -> dict[str, Tensor] | None:
+        """One tailoring call (``NoetherNetwork.tailor_adaptables``: the inner loop without the final rollout,
+        on the given warm start): the tailored adaptables [B, ...], or None if no step was taken."""
         assert self.network is not None
-        out = self.network.predict(context, actions, horizon, tailor_cfg=self.tailor_cfg, inner_lr=self.inner_lr,
-                                   generator=generator)
-        return (None if out.result is None else out.result.adapted), out.pred
+        res = self.network.tailor_adaptables(context, actions, horizon, tailor_cfg=self.tailor_cfg,
+                                             inner_lr=self.inner_lr, generator=generator, warm=warm)
+        return None if res is None else res.adapted
 
-    def _warm(self, context: Tensor, context_actions: Tensor, horizon: int, cn: bool,
+    def _tailored_prediction(self, context: Tensor, actions: Tensor, horizon: int,
+                             generator: torch.Generator | None) -> Tensor:
+        """Every example tailored on its own rollout: ``NoetherNetwork.predict`` -> [B, horizon, C, H, W]."""
+        assert self.network is not None
+        return self.network.predict(context, actions, horizon, tailor_cfg=self.tailor_cfg, inner_lr=self.inner_lr,
+                                    generator=generator).pred
+
+    def _warm(self, context: Tensor, context_actions: Tensor, horizon: int, kind: str,
               generator: torch.Generator | None) -> Any | None:
-        """The predictor's warm start (context encoding + LSTM warm-up) on ``B`` problems, when it has one
-        whose layout this class knows how to share over candidates (SVG's :class:`WarmStart`)."""
-        if cn or not hasattr(self.predictor, "warm_start"):
+        """The predictor's warm start (context encoding + LSTM warm-up) on ``B`` problems for adaptables of
+        ``kind`` (None where the predictor has none, e.g. for "cn"), advancing ``generator``."""
+        if not hasattr(self.predictor, "warm_start"):
             return None
         B, _, A = context_actions.shape
         acts = torch.cat([context_actions, context_actions.new_zeros(B, horizon, A)], 1)  # only the context part is read
-        warm = self.predictor.warm_start(context, acts, horizon, kind="hidden", generator=generator)
-        return warm if isinstance(warm, WarmStart) else None
+        return self.predictor.warm_start(context, acts, horizon, kind=kind, generator=generator)
 
     # -- the entry points -----------------------------------------------------------------------------
     def _check_context(self, context: Tensor, context_actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -229,15 +236,16 @@ class WorldModel:
         if horizon < 1:
             raise UserError(f"horizon must be >= 1, got {horizon}")
         tailored = bool(tailor and self.can_tailor)
+        # the warm start is computed once: the tailoring's rollouts and every candidate rollout share it
+        kind = self.network.cfg.adapt if tailored and self.network is not None else "hidden"
+        warm = self._warm(context, ctx_a, horizon, kind, generator)
         adapt = None
         if tailored:
             ref = ctx_a.new_zeros(B, horizon, self.action_dim) if plan is None else \
                 self._check_seqs(plan[:, None], B, horizon)[:, 0]
-            adapt, _ = self._tailored(context, torch.cat([ctx_a, ref], 1), horizon, generator)
-        cn = any(k.startswith("cn_") for k in (adapt or {}))
-        warm = self._warm(context, ctx_a, horizon, cn, generator)
-        return Prepared(context=context, context_actions=ctx_a, horizon=int(horizon), adapt=adapt, warm=warm,
-                        tailored=tailored)
+            adapt = self._tailored(context, torch.cat([ctx_a, ref], 1), horizon, generator, warm)
+        return Prepared(context=context, context_actions=ctx_a, horizon=int(horizon), adapt=adapt,
+                        warm=warm if isinstance(warm, WarmStart) else None, tailored=tailored)
 
     @torch.no_grad()
     def imagine_prepared(self, prep: Prepared, action_seqs: Tensor, *,
@@ -293,7 +301,7 @@ class WorldModel:
             P = self.n_past
             full = torch.cat([ctx_a[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
             ctx = context[:, None].expand(B, N, *context.shape[1:]).reshape(B * N, *context.shape[1:])
-            _, pred = self._tailored(ctx, full, T, generator)
+            pred = self._tailored_prediction(ctx, full, T, generator)
             return self._score(ctx[:, -1:], pred, seqs)
         prep = self.prepare(context, ctx_a, T, tailor=tailor, plan=seqs.mean(1), generator=generator)
         return self.imagine_prepared(prep, seqs, generator=generator)

@@ -13,7 +13,9 @@ Neither this class nor the engine looks inside any of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -131,10 +133,33 @@ class NoetherNetwork(nn.Module):
             r = self.predictor.rollout(context, actions, horizon, generator=_fork(generator), target=target)
             return NoetherOutput(pred=r.pred, initial=r.pred.detach(), result=None, kl=r.kl, inner_lr=lr_value,
                                  step_rule=label)
+        res, initial, rollout = self._inner_loop(context, actions, horizon, tcfg, lr, generator, target, None)
+        r = rollout(res.adapted)
+        return NoetherOutput(pred=r.pred, initial=initial, result=res, kl=r.kl, inner_lr=lr_value, step_rule=label)
+
+    def tailor_adaptables(self, context: Tensor, actions: Tensor, horizon: int, *,
+                          tailor_cfg: TailorConfig | None = None, inner_lr: float | None = None,
+                          generator: torch.Generator | None = None, warm: Any | None = None) -> TailorResult | None:
+        """The inner loop of :meth:`predict` without its final rollout, for callers that roll the tailored
+        adaptables out themselves (e.g. shared by many candidate action sequences): the result (``adapted``
+        ``[B, ...]``), or None when ``steps == 0``. warm: the predictor's warm start on these inputs if the
+        caller already computed it (``predictor.warm_start(..., kind=cfg.adapt, generator=generator)``, which
+        advanced ``generator``): it is not computed again, and the result is the one :meth:`predict` would
+        reach with the generator as it was before that warm start."""
+        tcfg = tailor_cfg or self.cfg.tailor
+        if tcfg.steps == 0:
+            return None
+        if generator is None and self.predictor.stochastic:  # as in predict: the same z samples in every rollout
+            generator = torch.Generator(device=context.device).manual_seed(int(torch.randint(2**62, (), device="cpu")))
+        return self._inner_loop(context, actions, horizon, tcfg, self.inner_lr(inner_lr), generator, None, warm)[0]
+
+    def _inner_loop(self, context: Tensor, actions: Tensor, horizon: int, tcfg: TailorConfig, lr: Tensor | float,
+                    generator: torch.Generator | None, target: Tensor | None,
+                    warm: Any | None) -> tuple[TailorResult, Tensor, Callable[[dict[str, Tensor] | None], Any]]:
+        """One tailoring call -> (result, the initial prediction (detached), rollout(adapt) sharing the warm start)."""
         # predictors that can (SVG) compute the context part once and share it between the rollouts
         gen = _fork(generator)
-        warm = None
-        if hasattr(self.predictor, "warm_start"):
+        if warm is None and hasattr(self.predictor, "warm_start"):
             warm = self.predictor.warm_start(context, actions, horizon, kind=self.cfg.adapt, generator=gen,
                                              target=target)
 
@@ -157,8 +182,7 @@ class NoetherNetwork(nn.Module):
             res = tailor(loss_fn, adapt0, tcfg, lr=lr)
         else:
             res = tailor(loss_fn, adapt0, tcfg if tcfg.lr == lr else replace(tcfg, lr=lr))
-        r = rollout(res.adapted)
-        return NoetherOutput(pred=r.pred, initial=initial[0], result=res, kl=r.kl, inner_lr=lr_value, step_rule=label)
+        return res, initial[0], rollout
 
 
 def _fork(generator: torch.Generator | None) -> torch.Generator | None:
