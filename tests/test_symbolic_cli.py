@@ -35,6 +35,9 @@ def test_discover_trajectories_end_to_end(spring_npz: Path, tmp_path: Path, caps
     templates = [f["template"].replace(" ", "") for f in rep["survivors"]]
     assert "p**2+q**2" in templates  # the true law survives the filter (selection at these toy sizes is noise)
     assert rep["winner"]["template"].replace(" ", "") in templates
+    sel = rep["selection_rule"]  # which rule chose the winner, on which split, and what the other rule picks
+    assert sel["rule"] == "one_se" and sel["split"].startswith("validation") and sel["winner_lowest"]["formula"]
+    assert c["conserved"] >= c["distinct_values"] >= c["after_dedup"] and "diverged" in c
     assert rep["rmse"]["mlp"]["per_trajectory"]["n"] == 5 and rep["rmse"]["noether"]["per_trajectory"]["mean"] > 0
     assert (out / "winner.png").stat().st_size > 0
     assert "law found: " in capsys.readouterr().out

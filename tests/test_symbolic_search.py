@@ -13,9 +13,11 @@ from noether_rl.symbolic.search import (
     SearchConfig,
     meta_tailor,
     noether_net,
+    one_standard_error_pick,
     pretrain_mlp,
     rollout_windows,
     screen,
+    selection_units,
     tailored_field_ok,
 )
 
@@ -62,3 +64,29 @@ def test_non_finite_inner_step_is_divergence_not_a_silent_fallback() -> None:
     vx, vt = rollout_windows(traj.x_clean, traj.t, 3)
     S = screen(pred0, [SqrtQ(), Quadratic()], vx, vt, dt, CFG)
     assert np.isinf(S[0]).all() and np.isfinite(S[1]).all()
+
+
+def test_selection_units_never_count_overlapping_windows_as_independent() -> None:
+    u, note = selection_units(5, 20, 4)  # >= 4 trajectories: one unit each
+    assert u.shape == (5 * 16,) and list(np.unique(u)) == list(range(5)) and "5 validation trajectories" in note
+    u, note = selection_units(1, 89, 10)  # one long measurement: blocks of >= 22 contiguous start points
+    assert u.shape == (79,) and list(np.unique(u)) == [0, 1, 2] and np.all(np.diff(u) >= 0)
+    assert np.bincount(u).min() >= 22
+
+
+def test_one_standard_error_pick() -> None:
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(6), 10)
+    base = rng.uniform(1.0, 2.0, 6).repeat(10)  # shared unit effects: paired differences remove them
+    a = base + 0.010  # the lowest
+    b = base + 0.010 + rng.normal(0, 0.002, 60)  # within noise of a
+    c = base + 0.050  # clearly worse
+    S = np.stack([a, b, c])
+    # b is tied with a and preferred (e.g. better conserved): the rule picks it; c is never picked
+    win, best, m, se = one_standard_error_pick(S, units, [(2.0,), (1.0,), (0.0,)])
+    assert best == 0 and win == 1 and m[2] > se[2] and m[0] == 0
+    # with the preference the other way round, the lowest wins
+    assert one_standard_error_pick(S, units, [(0.0,), (1.0,), (2.0,)])[0] == 0
+    # a non-finite candidate is never tied
+    S2 = np.stack([a, np.where(np.arange(60) == 3, np.inf, b)])
+    assert one_standard_error_pick(S2, units, [(1.0,), (0.0,)])[0] == 0

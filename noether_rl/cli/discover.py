@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter-data", choices=["auto", "observed"], default="auto",
                    help="auto: filter on noise-free x_clean when present, else on the observed x (its noise is "
                         "estimated from the data and discounted)")
+    p.add_argument("--select-rule", choices=["one_se", "lowest"], default="one_se",
+                   help="final pick on the validation split: one_se = the best conserved law among the formulas "
+                        "within one standard error of the lowest validation rollout RMSE; lowest = that lowest")
     p.add_argument("--top-k", type=argtypes.positive_int, default=20, help="formulas meta-tailored")
     p.add_argument("--meta-epochs", type=argtypes.positive_int, default=100, help="meta-tailoring epochs")
     p.add_argument("--pretrain-steps", type=argtypes.positive_int, default=2000, help="MLP pre-training steps")
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     # names from the units; the data's names may be generic x0, x1, ...
     train = replace(train, names=tuple(units))
     test = replace(test, names=tuple(units))
-    cfg = DiscoverConfig(seeds=tuple(args.seeds), filter_data=args.filter_data, progress=not args.no_progress)
+    cfg = DiscoverConfig(seeds=tuple(args.seeds), filter_data=args.filter_data, progress=not args.no_progress,
+                         select_rule=args.select_rule)
     cfg = replace(cfg, enumeration=replace(cfg.enumeration, max_size=args.max_size),
                   filter=replace(cfg.filter, min_ratio=args.min_ratio),
                   search=replace(cfg.search, top_k=args.top_k, meta_epochs=args.meta_epochs,

@@ -44,10 +44,12 @@ from noether_rl.symbolic.search import (
     FittedFormula,
     SearchConfig,
     meta_tailor,
+    one_standard_error_pick,
     pretrain_mlp,
     rollout_rmse,
     rollout_windows,
     screen,
+    selection_units,
     training_loss,
 )
 from noether_rl.symbolic.units import Dim, format_units
@@ -63,6 +65,9 @@ class DiscoverConfig:
     window: int = 10  # with fewer than 4 trajectories, conservation is measured on windows of this many points
     max_screened: int = 100  # survivors screened (the most conserved first)
     val_frac: float = 0.2  # part of the training data held out for every selection (see validation_split)
+    # final pick among the meta-tailored formulas: "one_se" (best conserved among those within one standard
+    # error of the lowest validation RMSE) or "lowest" (the lowest validation RMSE)
+    select_rule: str = "one_se"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -70,6 +75,8 @@ class DiscoverConfig:
             raise UserError(f"filter_data must be 'auto' or 'observed', got {self.filter_data!r}")
         if not self.seeds:
             raise UserError("need at least one seed")
+        if self.select_rule not in ("one_se", "lowest"):
+            raise UserError(f"select_rule must be 'one_se' or 'lowest', got {self.select_rule!r}")
 
 
 def conservation_segments(traj: Trajectories, cfg: DiscoverConfig) -> tuple[np.ndarray, str]:
@@ -196,13 +203,20 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     val_ref = val_traj.x_clean if val_traj.x_clean is not None else val_traj.x
     vx, vt = rollout_windows(val_ref, val_traj.t, sc.select_horizon)
 
-    def val_score(pred: Any, g: Any, lr: float) -> float:
-        return float(np.mean(rollout_rmse(pred, g, lr, vx, vt, dt, sc)[0]))
+    units_w, units_note = selection_units(val_ref.shape[0], val_ref.shape[1], sc.select_horizon)
 
+    def val_windows(pred: Any, g: Any, lr: float) -> np.ndarray:
+        return rollout_rmse(pred, g, lr, vx, vt, dt, sc)[0]
+
+    def val_score(pred: Any, g: Any, lr: float) -> float:
+        return float(np.mean(val_windows(pred, g, lr)))
+
+    SW = np.full((len(formulas), len(sc.lr_exponents), vx.shape[0]), np.inf)
     with _bar(len(formulas), "screen", prog) as bar:
-        S = screen(pred0, formulas, vx, vt, dt, sc, progress=bar.update)
+        S = screen(pred0, formulas, vx, vt, dt, sc, progress=bar.update, per_window=SW)
     base_loss = training_loss(pred0, None, 0.0, x, y, sc)
-    base_val = val_score(pred0, None, 0.0)
+    base_w = val_windows(pred0, None, 0.0)
+    base_val = float(np.mean(base_w))
     best_j = np.argmin(S, axis=1)
     best_loss = S[np.arange(len(kept)), best_j]
     # a formula whose rollouts diverge (non-finite inner step or state) at every inner lr is dropped here
@@ -225,14 +239,50 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     ok = [j for j, m in meta.items() if not m.diverged]
     counts["not_diverged"] = len(ok)
     counts["diverged"] = len(meta) - len(ok)
-    meta_val = {j: val_score(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]]) for j in ok}
+    meta_w = {j: val_windows(meta[j].predictor, formulas[j], 10.0 ** sc.lr_exponents[best_j[j]]) for j in ok}
+    meta_val = {j: float(np.mean(w)) for j, w in meta_w.items()}
     stop("meta_tailor")
-    # the winner: lowest validation rollout RMSE over every top formula as screened (pre-trained MLP, tailored)
-    # and, unless it diverged, after meta-tailoring (meta-tailoring on the dx/dt loss can undo what the
-    # tailoring step corrects in an Euler rollout, so whether it helps is measured, not assumed)
-    options = [(float(best_loss[j]), int(j), "pretrained") for j in order]
-    options += [(meta_val[j], j, "meta") for j in ok if np.isfinite(meta_val[j])]
-    _, win, variant = min(options)
+    # the options: every top formula as screened (pre-trained MLP, tailored) and, unless it diverged, after
+    # meta-tailoring (meta-tailoring on the dx/dt loss can undo what the tailoring step corrects in an Euler
+    # rollout, so whether it helps is measured, not assumed)
+    options = [(float(best_loss[j]), int(j), "pretrained", SW[j, best_j[j]]) for j in order]
+    options += [(meta_val[j], j, "meta", meta_w[j]) for j in ok if np.isfinite(meta_val[j])]
+    # rule "lowest": the lowest validation rollout RMSE. Rule "one_se" (fixed before any result was seen):
+    # among the options not significantly worse than that (paired differences per independent validation
+    # unit, one standard error), the best conserved law: smallest r_signal / r_random, then r_true / r_random
+    # (the filter's own measure; the search is for a conservation law), then the lower validation RMSE
+    old = min(range(len(options)), key=lambda k: options[k][:3])
+
+    def conserved_key(j: int) -> tuple[float, float]:
+        i = int(kept[j])
+        rr = float(fit.r_random[i])
+        return float(fit.r_signal[i]) / rr, float(fit.r_true[i]) / rr
+
+    one_se, best_o, dm, dse = one_standard_error_pick(
+        np.stack([o[3] for o in options]), units_w, [conserved_key(o[1]) for o in options])
+    pick = one_se if cfg.select_rule == "one_se" else old
+    _, win, variant, _ = options[pick]
+
+    def option_out(k: int) -> dict[str, Any]:
+        j = options[k][1]
+        return {"formula": str(to_sympy(exprs[kept[j]], names, fit.params[kept[j]][: exprs[kept[j]].n_params])),
+                "variant": options[k][2], "val_rollout_rmse": options[k][0],
+                "minus_best": float(dm[k]) if np.isfinite(dm[k]) else None,
+                "minus_best_se": float(dse[k]) if np.isfinite(dse[k]) else None,
+                "not_significantly_worse": bool(np.isfinite(dm[k]) and dm[k] <= dse[k]),
+                "conservation_key": list(conserved_key(j))}
+
+    inv_u = np.unique(units_w, return_inverse=True)[1]
+    d_mlp = np.bincount(inv_u, weights=options[pick][3] - base_w) / np.bincount(inv_u)  # per unit
+    selection_rule = {
+        "rule": cfg.select_rule, "split": f"validation ({val_note})", "units": units_note,
+        "chosen_by": ("lowest validation rollout RMSE" if cfg.select_rule == "lowest" or pick == best_o else
+                      "best conserved (filter) among the options within one s.e. of the lowest validation RMSE"),
+        "winner_one_se": option_out(one_se), "winner_lowest": option_out(old),
+        "rules_agree": bool(options[one_se][1:3] == options[old][1:3]),
+        "winner_minus_mlp_val": _mean_se(d_mlp),
+        "options": [option_out(k) for k in range(len(options))],
+    }
 
     def describe(j: int) -> dict[str, Any]:
         i = int(kept[j])
@@ -263,28 +313,35 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     start()
     ref = test.x_clean if test.x_clean is not None else test.x
     g_win = formulas[win]
-    lr_win = 10.0 ** sc.lr_exponents[best_j[win]]
     g_ref = CallableFormula(reference, x).to(dtype) if reference is not None else None
     lr_ref = None
     variant_ref = "pretrained"
     mr0 = None
-    rm: dict[str, list[np.ndarray]] = {"mlp": [], "noether": [], "reference": []}
+    rm: dict[str, list[np.ndarray]] = {"mlp": [], "noether": [], "reference": [], "noether_other_rule": []}
     rollouts: dict[str, np.ndarray] = {}
     eval_diverged: list[dict[str, Any]] = []  # meta-tailoring runs of the evaluation seeds that diverged
+
+    def pick_rmse(pred: Any, s: int, j: int, var: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Test rollouts of formula j on the seed-s MLP, as screened or meta-tailored from it."""
+        lr_j = 10.0 ** sc.lr_exponents[best_j[j]]
+        p_j = pred
+        if var == "meta":
+            mw = meta[j] if s == cfg.seeds[0] else meta_tailor(pred, formulas[j], lr_j, x, y, sc, s)
+            if mw.diverged:  # kept (its rollout RMSE says how badly), but never silently
+                eval_diverged.append({"model": name, "seed": s, "reason": mw.reason})
+            p_j = mw.predictor
+        return rollout_rmse(p_j, formulas[j], lr_j, ref, test.t, dt, sc)
+
     with _bar(len(cfg.seeds), "evaluate seeds", prog) as bar:
         for s in cfg.seeds:
             pred = pred0 if s == cfg.seeds[0] else pretrain_mlp(x, y, dt, sc, s)
             r_mlp, ro_mlp = rollout_rmse(pred, None, 0.0, ref, test.t, dt, sc)
-            if variant == "meta":
-                mw = meta[win] if s == cfg.seeds[0] else meta_tailor(pred, g_win, lr_win, x, y, sc, s)
-                if mw.diverged:  # kept (its rollout RMSE says how badly), but never silently
-                    eval_diverged.append({"model": "noether", "seed": s, "reason": mw.reason})
-                pred_win = mw.predictor
-            else:
-                pred_win = pred
-            r_win, ro_win = rollout_rmse(pred_win, g_win, lr_win, ref, test.t, dt, sc)
+            r_win, ro_win = pick_rmse(pred, s, win, variant, "noether")
             rm["mlp"].append(r_mlp)
             rm["noether"].append(r_win)
+            if not selection_rule["rules_agree"]:  # the other rule's pick, reported next to it (not chosen)
+                _, j_o, var_o, _ = options[old if pick == one_se else one_se]
+                rm["noether_other_rule"].append(pick_rmse(pred, s, j_o, var_o, "noether_other_rule")[0])
             if g_ref is not None:
                 if lr_ref is None:  # chosen like the winner's: screen and variant on the validation windows
                     sref = screen(pred0, [g_ref], vx, vt, dt, sc)[0]
@@ -318,6 +375,9 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     pairs = [("noether_minus_mlp", "noether", "mlp")]
     if "reference" in per_traj:
         pairs += [("noether_minus_reference", "noether", "reference"), ("reference_minus_mlp", "reference", "mlp")]
+    if "noether_other_rule" in per_traj:
+        pairs += [("noether_minus_other_rule", "noether", "noether_other_rule"),
+                  ("other_rule_minus_mlp", "noether_other_rule", "mlp")]
     paired = {k: _mean_se(per_traj[a] - per_traj[b]) for k, a, b in pairs}
     paired_seeds = {k: _mean_se(per_seed[a] - per_seed[b]) for k, a, b in pairs}
 
@@ -334,6 +394,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
                          "noether_rl.symbolic.enumerate",
         "survivors": survivors_out,
         "winner": {**describe(win), "variant": variant},
+        "selection_rule": selection_rule,
         "selection": "filter and models fitted on the training trajectories minus a validation part "
                      f"({val_note}); screen (inner lr per formula) and winner (formula, as screened or after "
                      f"meta-tailoring) by the RMSE of {sc.select_horizon}-step rollouts started at every "

@@ -146,19 +146,73 @@ def tailored_field(net: NoetherNetwork, x: Tensor) -> Tensor:
 
 
 def screen(pred: StateSpacePredictor, formulas: Sequence[nn.Module], ref: np.ndarray, t: np.ndarray, dt: float,
-           cfg: SearchConfig, progress: Callable[[int], None] | None = None) -> np.ndarray:
+           cfg: SearchConfig, progress: Callable[[int], None] | None = None,
+           per_window: np.ndarray | None = None) -> np.ndarray:
     """Rollout RMSE of the pre-trained MLP with one Noether step per query, for every formula and inner
     lr: [n_formulas, n_lrs] (inf where the rollout blew up).
 
-    ref [N, T, D] / t [N, T]: the selection data (validation windows, :func:`rollout_windows`)."""
+    ref [N, T, D] / t [N, T]: the selection data (validation windows, :func:`rollout_windows`);
+    ``per_window`` (optional, [n_formulas, n_lrs, N]) receives each window's RMSE."""
     out = np.full((len(formulas), len(cfg.lr_exponents)), np.inf)
     for i, g in enumerate(formulas):  # a few hundred formulas at most; each rollout is batched
         for j, k in enumerate(cfg.lr_exponents):
-            out[i, j] = float(np.mean(rollout_rmse(pred, g, 10.0 ** k, ref, t, dt, cfg)[0]))
+            r = rollout_rmse(pred, g, 10.0 ** k, ref, t, dt, cfg)[0]
+            out[i, j] = float(np.mean(r))
+            if per_window is not None:
+                per_window[i, j] = r
         if progress is not None:
             progress(1)
     out[~np.isfinite(out)] = np.inf
     return out
+
+
+def selection_units(n: int, T: int, horizon: int, min_units: int = 4) -> tuple[np.ndarray, str]:
+    """Independent units for standard errors of validation scores: the unit of every window of
+    :func:`rollout_windows` (n trajectories of T points, windows of ``horizon + 1`` points) -> [W] ids.
+
+    Overlapping windows are not independent. With >= ``min_units`` trajectories the units are the
+    trajectories; otherwise (one long measurement) each trajectory's start points are cut into
+    contiguous blocks of at least ``2 (horizon + 1)`` starts, so that windows of two blocks share at
+    most the ``horizon`` points at their common edge."""
+    L = min(horizon + 1, T)
+    n_starts = T - L + 1
+    if n >= min_units:
+        return np.repeat(np.arange(n), n_starts), f"{n} validation trajectories"
+    nb = max(1, n_starts // (2 * L))
+    block = np.minimum(np.arange(n_starts) * nb // n_starts, nb - 1)
+    return ((np.arange(n)[:, None] * nb + block[None]).reshape(-1),
+            f"{n * nb} blocks of contiguous start points ({nb} per validation trajectory, >= {2 * L} starts each)")
+
+
+def one_standard_error_pick(per_window: np.ndarray, units: np.ndarray,
+                            prefer: Sequence[tuple[float, ...]]) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """The one-standard-error rule over candidates' validation scores (lower is better).
+
+    per_window [K, W]: each candidate's score on every window; units [W]: the independent unit of each
+    window (:func:`selection_units`); prefer: one sort key per candidate (smaller = preferred, e.g. the
+    filter's conservation measure), fixed before the scores are seen. The best is the lowest mean score;
+    each candidate's paired difference to it is averaged per unit, and a candidate whose mean difference
+    is at most one standard error of that difference (over units) is not significantly worse. Among
+    those, the most preferred wins (then the lower mean score).
+
+    Returns (winner, best, mean difference [K], its s.e. [K]) (inf where a candidate has a non-finite
+    score)."""
+    S = np.asarray(per_window, dtype=np.float64)
+    K = S.shape[0]
+    ids, inv = np.unique(units, return_inverse=True)
+    n = np.bincount(inv, minlength=len(ids))
+    with np.errstate(all="ignore"):
+        mean = S.mean(1)
+        best = int(np.argmin(np.where(np.isfinite(mean), mean, np.inf)))
+        per_unit = np.stack([np.bincount(inv, weights=S[k], minlength=len(ids)) / n for k in range(K)])
+        d = per_unit - per_unit[best]
+        m = d.mean(1)
+        se = d.std(1, ddof=1) / np.sqrt(len(ids)) if len(ids) > 1 else np.zeros(K)
+    m = np.where(np.isfinite(m), m, np.inf)
+    se = np.where(np.isfinite(m) & np.isfinite(se), se, np.inf)
+    tied = [k for k in range(K) if np.isfinite(m[k]) and m[k] <= se[k]]
+    win = min(tied, key=lambda k: (tuple(prefer[k]), mean[k], k))
+    return win, best, m, se
 
 
 @dataclass
@@ -258,4 +312,4 @@ def rollout_rmse(pred: StateSpacePredictor, g: nn.Module | None, lr: float, ref:
 
 __all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "MetaResult", "SearchConfig", "meta_tailor",
            "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "screen", "tailored_field",
-           "tailored_field_ok", "training_loss"]
+           "one_standard_error_pick", "selection_units", "tailored_field_ok", "training_loss"]
