@@ -1,0 +1,299 @@
+"""Diagnostic: the package's MPC planners with an ORACLE objective (true pendulum dynamics and reward).
+
+Is the pendulum-control demo's MPC failure (it does not swing up) due to the planner settings or to the learned
+world model / reward? This script runs the SAME planner classes (``noether_rl.agents.planners``: CEM, iCEM,
+MPPI via ``make_planner``, as ``noether-rl plan`` builds them) with the MPC loop of ``MPCAgent`` (one batched
+plan call for all episodes in lockstep, replan every k steps, warm start shifted by the executed steps, the
+plan's next action executed in between), but the objective is exact: Pendulum-v1's dynamics and reward
+(constants read from the env: g, m, l, dt, max speed, max torque) rolled out in torch float64 over ALL
+candidates at once, from the env's true state at each planning step. Score = undiscounted sum of the true
+rewards over the horizon (``MPCConfig.discount`` defaults to 1.0).
+
+Rows (real-env returns of seeded 200-step episodes, mean ± s.e. over episodes, paired by seed):
+random and scripted swing-up (the package's baselines: ``runs.random_policy``/``run_episodes`` and
+``experiments.pendulum_control.scripted_returns``), oracle MPC at the demo's settings (cem / icem / mppi,
+population 64, horizon 15, iterations 3, replan every 3) on the demo's evaluation seeds 0..9.
+
+Selection (``--sweep``): a grid of CEM settings (horizon x population x iterations x replan) is run on
+SELECTION seeds (default 100..109, disjoint from the evaluation seeds); the rule, fixed in advance: the best
+mean selection return, and the reported choice is the cheapest setting (CPU seconds per plan call) whose paired
+difference to the best is within one s.e. The chosen setting (and the best one) are then run ONCE on the
+evaluation seeds. Swing-up is also counted: an episode is "balanced" when |theta| < 0.5 rad on >= 90 % of its
+last 50 steps.
+
+Cost: CPU seconds (``time.process_time``, this process, 1 torch thread) per plan call for one problem
+(``--timing-repeats`` calls from a fixed hanging state, warm start on), and per batched call during the
+episodes. Wall time on a shared machine is not a figure.
+
+    nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/mpc_oracle.py --sweep --out /tmp/mpc_oracle.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import noether_rl.envs  # noqa: F401  (registers the env ids)
+from noether_rl.agents.planners import make_planner
+from noether_rl.agents.runs import make_real_env, mean_se, random_policy, run_episodes
+from noether_rl.envs import PIXEL_PENDULUM_ID
+from noether_rl.experiments.pendulum_control import SCALES, scripted_returns
+
+BALANCE_RAD = 0.5
+LAST = 50
+
+
+@dataclass(frozen=True)
+class Setting:
+    planner: str = "cem"
+    population: int = 64
+    horizon: int = 15
+    iterations: int = 3
+    replan_every: int = 3
+
+    @property
+    def name(self) -> str:
+        return (f"{self.planner} N={self.population} H={self.horizon} it={self.iterations} "
+                f"replan={self.replan_every}")
+
+
+class PendulumOracle:
+    """Pendulum-v1's exact dynamics and reward, batched over any leading dims (float64)."""
+
+    def __init__(self, env: Any) -> None:
+        u = env.unwrapped
+        self.g, self.m, self.l, self.dt = float(u.g), float(u.m), float(u.l), float(u.dt)
+        self.max_speed, self.max_torque = float(u.max_speed), float(u.max_torque)
+
+    @staticmethod
+    def angle_normalize(x: Tensor) -> Tensor:
+        return ((x + math.pi) % (2 * math.pi)) - math.pi
+
+    def step(self, th: Tensor, thd: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """-> next theta, next theta_dot, reward of (state, u) -- as ``PendulumEnv.step``."""
+        u = u.clamp(-self.max_torque, self.max_torque)
+        r = -(self.angle_normalize(th) ** 2 + 0.1 * thd ** 2 + 0.001 * u ** 2)
+        thd = thd + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l ** 2) * u) * self.dt
+        thd = thd.clamp(-self.max_speed, self.max_speed)
+        return th + thd * self.dt, thd, r
+
+    def returns(self, state: Tensor, seqs: Tensor) -> Tensor:
+        """state [B, 2] (theta, theta_dot), seqs [B, N, H, 1] -> summed true reward [B, N]. One loop over the
+        horizon (sequential by nature); every candidate of every problem is stepped at once."""
+        B, N, H, _ = seqs.shape
+        u = seqs[..., 0].to(torch.float64)
+        th = state[:, 0:1].to(torch.float64).expand(B, N)
+        thd = state[:, 1:2].to(torch.float64).expand(B, N)
+        total = torch.zeros(B, N, dtype=torch.float64)
+        for t in range(H):
+            th, thd, r = self.step(th, thd, u[:, :, t])
+            total = total + r
+        return total
+
+
+def self_check(n: int = 256, seed: int = 0) -> dict[str, float]:
+    """Oracle vs the env on random states and actions: max |difference| of next state and reward."""
+    rng = np.random.default_rng(seed)
+    env = make_real_env(PIXEL_PENDULUM_ID, (32, 32, 3))
+    oracle = PendulumOracle(env)
+    env.reset(seed=seed)
+    ds, dr = 0.0, 0.0
+    for _ in range(n):
+        s = np.array([rng.uniform(-math.pi, math.pi), rng.uniform(-8, 8)])
+        a = rng.uniform(-2, 2, size=1).astype(np.float32)
+        env.unwrapped.state = s.copy()
+        _, r, _, _, _ = env.step(a)
+        th, thd, ro = oracle.step(torch.tensor(s[0:1]), torch.tensor(s[1:2]), torch.tensor(a, dtype=torch.float64))
+        ds = max(ds, abs(float(th[0]) - env.unwrapped.state[0]), abs(float(thd[0]) - env.unwrapped.state[1]))
+        dr = max(dr, abs(float(ro[0]) - r))
+    env.close()
+    return {"max_abs_state_diff": ds, "max_abs_reward_diff": dr, "transitions": n}
+
+
+def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_seed: int = 0) -> dict[str, Any]:
+    """Seeded real-env episodes in lockstep, planned as MPCAgent does (batched over episodes)."""
+    envs = [make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps) for _ in seeds]
+    for e, sd in zip(envs, seeds):
+        e.reset(seed=int(sd))
+    oracle = PendulumOracle(envs[0])
+    space = envs[0].action_space
+    planner = make_planner(s.planner, s.horizon, space.low, space.high, population=s.population,
+                           iterations=s.iterations, seed=planner_seed)
+    n = len(envs)
+    returns = np.zeros(n)
+    thetas = np.zeros((n, steps))
+    done = np.zeros(n, dtype=bool)
+    plan: Tensor | None = None
+    since, calls, cpu = 0, 0, 0.0
+    t = 0
+    while not done.all():
+        if plan is None or since >= s.replan_every:
+            state = torch.tensor(np.stack([e.unwrapped.state for e in envs]), dtype=torch.float64)  # [n, 2]
+            c0 = time.process_time()
+            if plan is not None:
+                planner.advance(since)
+            plan = planner.plan(lambda seqs, st=state: oracle.returns(st, seqs), batch_size=n)
+            cpu += time.process_time() - c0
+            calls += 1
+            since = 0
+        actions = plan[:, since].numpy().astype(np.float32)
+        since += 1
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            thetas[i, t] = PendulumOracle.angle_normalize(torch.tensor(float(env.unwrapped.state[0]))).item()
+            _, r, term, trunc, _ = env.step(actions[i])
+            returns[i] += r
+            done[i] = term or trunc
+        t += 1
+    for e in envs:
+        e.close()
+    upright = (np.abs(thetas[:, max(0, t - LAST):t]) < BALANCE_RAD).mean(1)
+    return {"setting": asdict(s), "seeds": seeds, "returns": mean_se(returns.tolist()),
+            "balanced_episodes": int((upright >= 0.9).sum()), "upright_frac_last50": upright.tolist(),
+            "plan_calls": calls, "cpu_s_per_batched_plan": cpu / max(calls, 1), "problems_per_call": n}
+
+
+def time_single(s: Setting, repeats: int, planner_seed: int = 0) -> float:
+    """CPU seconds per plan call for ONE problem (hanging down at rest, warm start shifted by replan_every)."""
+    env = make_real_env(PIXEL_PENDULUM_ID, (32, 32, 3))
+    oracle = PendulumOracle(env)
+    space = env.action_space
+    env.close()
+    planner = make_planner(s.planner, s.horizon, space.low, space.high, population=s.population,
+                           iterations=s.iterations, seed=planner_seed)
+    state = torch.tensor([[math.pi, 0.0]], dtype=torch.float64)
+    planner.plan(lambda x: oracle.returns(state, x), batch_size=1)  # warm-up
+    c0 = time.process_time()
+    for _ in range(repeats):
+        planner.advance(s.replan_every)
+        planner.plan(lambda x: oracle.returns(state, x), batch_size=1)
+    return (time.process_time() - c0) / repeats
+
+
+def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return mean_se((np.asarray(a["returns"]["values"]) - np.asarray(b["returns"]["values"])).tolist())
+
+
+def fmt(ms: dict[str, Any]) -> str:
+    return f"{ms['mean']:8.1f} ± {ms['se']:5.1f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None, help="write JSON here")
+    p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed (the demo's: 0)")
+    p.add_argument("--select-seed", type=int, default=100, help="first selection seed (disjoint from eval)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per row (default: the demo's)")
+    p.add_argument("--steps", type=int, default=None, help="steps per episode (default: the demo's)")
+    p.add_argument("--sweep", action="store_true", help="select CEM settings on the selection seeds")
+    p.add_argument("--horizons", type=int, nargs="+", default=[15, 25, 40])
+    p.add_argument("--populations", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--iterations", type=int, nargs="+", default=[3, 5])
+    p.add_argument("--replans", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--timing-repeats", type=int, default=20)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    demo = SCALES["small"]
+    episodes = args.episodes or demo.eval_episodes
+    steps = args.steps or demo.eval_steps
+    eval_seeds = [args.eval_seed + i for i in range(episodes)]
+    select_seeds = [args.select_seed + i for i in range(episodes)]
+    if set(eval_seeds) & set(select_seeds):
+        raise SystemExit("selection and evaluation seeds overlap; choose a different --select-seed")
+    base = Setting(demo.planner, demo.population, demo.horizon, demo.iterations, demo.replan_every)
+    size = demo.size
+    t_start = time.process_time()
+    out: dict[str, Any] = {"benchmark": "mpc_oracle", "self_check": self_check(), "demo_setting": asdict(base),
+                           "eval_seeds": eval_seeds, "steps": steps, "torch_threads": torch.get_num_threads(),
+                           "balanced_definition": f"|theta| < {BALANCE_RAD} rad on >= 90% of the last {LAST} steps"}
+
+    # baselines (the package's)
+    probe = make_real_env(PIXEL_PENDULUM_ID, (size, size, 3))
+    rand = run_episodes(random_policy(probe.action_space, args.eval_seed),
+                        lambda: make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps), eval_seeds)
+    probe.close()
+    rows: dict[str, dict[str, Any]] = {
+        "random": {"returns": mean_se(rand)},
+        "scripted swing-up": {"returns": mean_se(scripted_returns(PIXEL_PENDULUM_ID, size, eval_seeds, steps))},
+    }
+    for name in ("cem", "icem", "mppi"):
+        s = Setting(name, base.population, base.horizon, base.iterations, base.replan_every)
+        r = run_oracle_mpc(s, eval_seeds, steps, size)
+        r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
+        rows[f"oracle {s.name} (demo)"] = r
+    out["eval_rows"] = rows
+
+    if args.sweep:
+        sweep = []
+        for h, n, it, k in itertools.product(args.horizons, args.populations, args.iterations, args.replans):
+            if k > h:
+                continue
+            s = Setting("cem", n, h, it, k)
+            r = run_oracle_mpc(s, select_seeds, steps, size)
+            r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
+            sweep.append(r)
+            print(f"[select {select_seeds[0]}..{select_seeds[-1]}] {s.name:42s} {fmt(r['returns'])}  "
+                  f"balanced {r['balanced_episodes']}/{episodes}  cpu/plan {1e3 * r['cpu_s_per_plan_single']:.2f} ms",
+                  flush=True)
+        best = max(sweep, key=lambda r: r["returns"]["mean"])
+        ok = []
+        for r in sweep:
+            d = paired(best, r)
+            r["best_minus_this"] = d
+            if r is best or d["mean"] <= d["se"]:
+                ok.append(r)
+        chosen = min(ok, key=lambda r: r["cpu_s_per_plan_single"])
+        out["selection"] = {"seeds": select_seeds, "planner": "cem",
+                            "rule": "best selection mean; choice = cheapest (CPU s/plan, one problem) setting "
+                                    "whose paired difference to the best is within one s.e.",
+                            "grid": sweep, "best": best["setting"], "chosen": chosen["setting"]}
+        picks = {"chosen": chosen["setting"]}
+        if best is not chosen:
+            picks["best"] = best["setting"]
+        for tag, st in picks.items():
+            s = Setting(**st)
+            r = run_oracle_mpc(s, eval_seeds, steps, size)
+            r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
+            rows[f"oracle {s.name} ({tag} on seeds {select_seeds[0]}..{select_seeds[-1]})"] = r
+
+    demo_row = rows[f"oracle {base.name} (demo)"]
+    out["paired_eval"] = {f"{k} - random": paired(v, rows["random"]) for k, v in rows.items() if k != "random"}
+    out["paired_eval"].update({f"scripted swing-up - {k}": paired(rows["scripted swing-up"], v)
+                               for k, v in rows.items() if k.startswith("oracle")})
+    out["paired_eval"].update({f"{k} - oracle demo": paired(v, demo_row)
+                               for k, v in rows.items() if k.startswith("oracle") and v is not demo_row})
+    out["cpu_s_total"] = time.process_time() - t_start
+
+    print(f"\nreal-env returns, {steps}-step episodes, evaluation seeds {eval_seeds[0]}..{eval_seeds[-1]} "
+          f"(mean ± s.e. over {episodes} episodes; CPU ms per plan call for one problem, 1 thread, under load)")
+    for k, v in rows.items():
+        extra = ""
+        if "balanced_episodes" in v:
+            extra = (f"  balanced {v['balanced_episodes']}/{episodes}  cpu/plan "
+                     f"{1e3 * v['cpu_s_per_plan_single']:.2f} ms ({1 / v['cpu_s_per_plan_single']:.0f} plans/CPU-s)")
+        print(f"  {k:72s} {fmt(v['returns'])}{extra}")
+    print("paired differences (mean ± s.e. over seeds):")
+    for k, v in out["paired_eval"].items():
+        print(f"  {k:90s} {fmt(v)}")
+    if args.out:
+        from noether_rl.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, out)
+        print(f"wrote {args.out}")
+    else:
+        print(json.dumps({"self_check": out["self_check"]}))
+
+
+if __name__ == "__main__":
+    main()
