@@ -67,12 +67,19 @@ class Setting:
 
 
 class PendulumOracle:
-    """Pendulum-v1's exact dynamics and reward, batched over any leading dims (float64)."""
+    """Pendulum-v1's exact dynamics and reward, batched over any leading dims (float64).
 
-    def __init__(self, env: Any) -> None:
+    For the tolerance rows a deliberately wrong planning model: gravity scaled by ``g_scale``, the torque's
+    effect by ``u_scale`` (0: the model ignores actions), and i.i.d. Gaussian noise of std ``reward_noise_sd``
+    added to every predicted reward (seeded)."""
+
+    def __init__(self, env: Any, *, g_scale: float = 1.0, u_scale: float = 1.0, reward_noise_sd: float = 0.0,
+                 seed: int = 0) -> None:
         u = env.unwrapped
-        self.g, self.m, self.l, self.dt = float(u.g), float(u.m), float(u.l), float(u.dt)
+        self.g, self.m, self.l, self.dt = float(u.g) * g_scale, float(u.m), float(u.l), float(u.dt)
         self.max_speed, self.max_torque = float(u.max_speed), float(u.max_torque)
+        self.u_scale, self.reward_noise_sd = float(u_scale), float(reward_noise_sd)
+        self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
     def angle_normalize(x: Tensor) -> Tensor:
@@ -82,13 +89,14 @@ class PendulumOracle:
         """-> next theta, next theta_dot, reward of (state, u) -- as ``PendulumEnv.step``."""
         u = u.clamp(-self.max_torque, self.max_torque)
         r = -(self.angle_normalize(th) ** 2 + 0.1 * thd ** 2 + 0.001 * u ** 2)
-        thd = thd + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l ** 2) * u) * self.dt
+        thd = thd + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l ** 2) * u * self.u_scale) * self.dt
         thd = thd.clamp(-self.max_speed, self.max_speed)
         return th + thd * self.dt, thd, r
 
-    def returns(self, state: Tensor, seqs: Tensor) -> Tensor:
+    def returns(self, state: Tensor, seqs: Tensor, last_u: Tensor | None = None) -> Tensor:
         """state [B, 2] (theta, theta_dot), seqs [B, N, H, 1] -> summed true reward [B, N]. One loop over the
-        horizon (sequential by nature); every candidate of every problem is stepped at once."""
+        horizon (sequential by nature); every candidate of every problem is stepped at once. ``last_u``: the
+        executed action before the plan (unused here; the learned-reward oracle draws it)."""
         B, N, H, _ = seqs.shape
         u = seqs[..., 0].to(torch.float64)
         th = state[:, 0:1].to(torch.float64).expand(B, N)
@@ -97,7 +105,91 @@ class PendulumOracle:
         for t in range(H):
             th, thd, r = self.step(th, thd, u[:, :, t])
             total = total + r
+        if self.reward_noise_sd > 0:
+            total = total + self.reward_noise_sd * math.sqrt(H) * torch.randn(
+                B, N, dtype=torch.float64, generator=self.generator)  # sum of H i.i.d. per-step errors
         return total
+
+    @torch.no_grad()
+    def angle_error_deg(self, truth: PendulumOracle, steps: tuple[int, ...] = (1, 5, 10), n: int = 1024,
+                        seed: int = 0) -> dict[str, float]:
+        """Mean |angle error| (degrees) of this model's open-loop rollout against ``truth`` after k steps, from
+        states theta ~ U[-pi, pi), theta_dot ~ U[-4, 4] under i.i.d. uniform random torques."""
+        g = torch.Generator().manual_seed(seed)
+        th0 = (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
+        thd0 = (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1) * 4
+        u = (torch.rand(n, max(steps), generator=g, dtype=torch.float64) * 2 - 1) * self.max_torque
+        a, ad, b, bd, out = th0, thd0, th0, thd0, {}
+        for t in range(max(steps)):
+            a, ad, _ = self.step(a, ad, u[:, t])
+            b, bd, _ = truth.step(b, bd, u[:, t])
+            if t + 1 in steps:
+                out[f"step {t + 1}"] = float(self.angle_normalize(a - b).abs().mean() * 180 / math.pi)
+        return out
+
+
+class LearnedRewardOracle(PendulumOracle):
+    """TRUE dynamics, LEARNED reward: every imagined state is drawn as the env draws it (a table of frames
+    rendered once by the env's own ``draw_pendulum`` over ``theta_bins`` angles x the torque-arrow classes,
+    looked up in torch) and the reward CNN scores (prev frame, action, next frame) as in ``WorldModel``. The
+    table's fidelity to the env's frames is measured by :meth:`table_check`."""
+
+    def __init__(self, env: Any, reward: Any, *, theta_bins: int = 720, chunk: int = 4096) -> None:
+        super().__init__(env)
+        from noether_rl.envs.pixel_pendulum import BOUND, draw_pendulum
+
+        self.reward, self.bins, self.chunk = reward, int(theta_bins), int(chunk)
+        u = env.unwrapped
+        self.size = int(u.size)
+        self.half_scale = self.size / (BOUND * 2) / 2  # the arrow's side (pixels) per unit |torque|
+        self.kmax = int(math.floor(self.half_scale * self.max_torque))
+        reps = [None] + [sg * min((k + 0.5) / self.half_scale, self.max_torque)
+                         for sg in (1.0, -1.0) for k in range(1, self.kmax + 1)]
+        thetas = -math.pi + (np.arange(self.bins) + 0.5) * 2 * math.pi / self.bins
+        table = np.stack([np.stack([draw_pendulum(u, float(t), r) for t in thetas]) for r in reps])
+        self.table = torch.from_numpy(table).permute(0, 1, 4, 2, 3).contiguous()  # uint8 [classes, bins, C, H, W]
+
+    def u_class(self, u: Tensor) -> Tensor:
+        k = torch.floor(self.half_scale * u.abs()).clamp(max=self.kmax).long()
+        return torch.where(k == 0, torch.zeros_like(k), torch.where(u > 0, k, k + self.kmax))
+
+    def frames(self, th: Tensor, u: Tensor) -> Tensor:
+        b = torch.floor((self.angle_normalize(th) + math.pi) / (2 * math.pi) * self.bins).long() % self.bins
+        return self.table[self.u_class(u), b]
+
+    def table_check(self, env: Any, n: int = 256, seed: int = 0) -> dict[str, float]:
+        """Looked-up vs drawn frames on random (theta, torque): mean |pixel difference| (0..255) and the
+        fraction of pixels that differ."""
+        from noether_rl.envs.pixel_pendulum import draw_pendulum
+
+        rng = np.random.default_rng(seed)
+        th, u = rng.uniform(-math.pi, math.pi, n), rng.uniform(-2, 2, n)
+        drawn = np.stack([draw_pendulum(env.unwrapped, float(a), float(b)) for a, b in zip(th, u)])
+        got = self.frames(torch.tensor(th), torch.tensor(u)).permute(0, 2, 3, 1).numpy()
+        d = np.abs(drawn.astype(np.int16) - got.astype(np.int16))
+        return {"mean_abs_pixel_diff": float(d.mean()), "frac_pixels_differing": float(d.any(-1).mean()),
+                "theta_bins": self.bins}
+
+    @torch.no_grad()
+    def returns(self, state: Tensor, seqs: Tensor, last_u: Tensor | None = None) -> Tensor:
+        B, N, H, _ = seqs.shape
+        u = seqs[..., 0].to(torch.float64).clamp(-self.max_torque, self.max_torque)  # [B, N, H]
+        th = state[:, 0:1].to(torch.float64).expand(B, N)
+        thd = state[:, 1:2].to(torch.float64).expand(B, N)
+        ths = [th]
+        for t in range(H):
+            th, thd, _ = self.step(th, thd, u[:, :, t])
+            ths.append(th)
+        th_all = torch.stack(ths, 2)  # [B, N, H+1]
+        lu = torch.zeros(B, dtype=torch.float64) if last_u is None else last_u.to(torch.float64)
+        u_prev = torch.cat([lu[:, None, None].expand(B, N, 1), u[:, :, :-1]], 2)
+        prev = self.frames(th_all[:, :, :-1], u_prev).flatten(0, 2)  # [B*N*H, C, h, w] uint8
+        nxt = self.frames(th_all[:, :, 1:], u).flatten(0, 2)
+        acts = seqs.reshape(-1, seqs.shape[-1]).float()
+        out = torch.cat([self.reward(prev[i:i + self.chunk].float() / 255, acts[i:i + self.chunk],
+                                     nxt[i:i + self.chunk].float() / 255)
+                         for i in range(0, prev.shape[0], self.chunk)])
+        return out.view(B, N, H).to(torch.float64).sum(-1)
 
 
 def self_check(n: int = 256, seed: int = 0) -> dict[str, float]:
@@ -119,12 +211,16 @@ def self_check(n: int = 256, seed: int = 0) -> dict[str, float]:
     return {"max_abs_state_diff": ds, "max_abs_reward_diff": dr, "transitions": n}
 
 
-def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_seed: int = 0) -> dict[str, Any]:
-    """Seeded real-env episodes in lockstep, planned as MPCAgent does (batched over episodes)."""
+def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_seed: int = 0,
+                   model: dict[str, float] | None = None, reward: Any = None) -> dict[str, Any]:
+    """Seeded real-env episodes in lockstep, planned as MPCAgent does (batched over episodes). ``model``:
+    PendulumOracle keyword arguments of a deliberately wrong planning model (the tolerance rows); ``reward``: a
+    learned reward model (true dynamics, learned reward on the drawn frames)."""
     envs = [make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps) for _ in seeds]
     for e, sd in zip(envs, seeds):
         e.reset(seed=int(sd))
-    oracle = PendulumOracle(envs[0])
+    oracle = (LearnedRewardOracle(envs[0], reward) if reward is not None
+              else PendulumOracle(envs[0], seed=planner_seed, **(model or {})))
     space = envs[0].action_space
     planner = make_planner(s.planner, s.horizon, space.low, space.high, population=s.population,
                            iterations=s.iterations, seed=planner_seed)
@@ -138,10 +234,11 @@ def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_
     while not done.all():
         if plan is None or since >= s.replan_every:
             state = torch.tensor(np.stack([e.unwrapped.state for e in envs]), dtype=torch.float64)  # [n, 2]
+            last_u = torch.tensor([float(e.unwrapped.last_u or 0.0) for e in envs], dtype=torch.float64)
             c0 = time.process_time()
             if plan is not None:
                 planner.advance(since)
-            plan = planner.plan(lambda seqs, st=state: oracle.returns(st, seqs), batch_size=n)
+            plan = planner.plan(lambda seqs, st=state, lu=last_u: oracle.returns(st, seqs, lu), batch_size=n)
             cpu += time.process_time() - c0
             calls += 1
             since = 0
@@ -158,15 +255,21 @@ def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_
     for e in envs:
         e.close()
     upright = (np.abs(thetas[:, max(0, t - LAST):t]) < BALANCE_RAD).mean(1)
-    return {"setting": asdict(s), "seeds": seeds, "returns": mean_se(returns.tolist()),
+    res = {"setting": asdict(s), "seeds": seeds, "returns": mean_se(returns.tolist()),
             "balanced_episodes": int((upright >= 0.9).sum()), "upright_frac_last50": upright.tolist(),
             "plan_calls": calls, "cpu_s_per_batched_plan": cpu / max(calls, 1), "problems_per_call": n}
+    if isinstance(oracle, LearnedRewardOracle):
+        res["frame_table_check"] = oracle.table_check(envs[0])
+    if model:
+        res["planning_model"] = dict(model)
+        res["planning_model_angle_error_deg"] = oracle.angle_error_deg(PendulumOracle(envs[0]))
+    return res
 
 
-def time_single(s: Setting, repeats: int, planner_seed: int = 0) -> float:
+def time_single(s: Setting, repeats: int, planner_seed: int = 0, reward: Any = None, size: int = 32) -> float:
     """CPU seconds per plan call for ONE problem (hanging down at rest, warm start shifted by replan_every)."""
-    env = make_real_env(PIXEL_PENDULUM_ID, (32, 32, 3))
-    oracle = PendulumOracle(env)
+    env = make_real_env(PIXEL_PENDULUM_ID, (size, size, 3))
+    oracle = LearnedRewardOracle(env, reward) if reward is not None else PendulumOracle(env)
     space = env.action_space
     env.close()
     planner = make_planner(s.planner, s.horizon, space.low, space.high, population=s.population,
@@ -201,6 +304,13 @@ def main() -> None:
     p.add_argument("--iterations", type=int, nargs="+", default=[3, 5])
     p.add_argument("--replans", type=int, nargs="+", default=[1, 3])
     p.add_argument("--timing-repeats", type=int, default=20)
+    p.add_argument("--tolerance", action="store_true",
+                   help="also plan (demo settings, CEM) with deliberately wrong models: torque effect x0.5/x0.25/x0, "
+                        "gravity x0.8/x1.25, i.i.d. reward noise of variance 0.68 (the learned reward's val MSE) "
+                        "and 15 (the reward's variance); plus a zero-torque row. Nothing is selected here.")
+    p.add_argument("--reward-model", default=None,
+                   help="a learned reward (e.g. the demo's OUT/reward.pt): adds a row with the TRUE dynamics and this "
+                        "reward on the env's frames, at the demo's settings (CEM)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -233,6 +343,26 @@ def main() -> None:
         r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
         rows[f"oracle {s.name} (demo)"] = r
     out["eval_rows"] = rows
+    if args.reward_model:
+        from noether_rl.agents.reward import load_reward
+
+        rmodel = load_reward(args.reward_model, "cpu")
+        r = run_oracle_mpc(base, eval_seeds, steps, size, reward=rmodel)
+        r["cpu_s_per_plan_single"] = time_single(base, max(2, args.timing_repeats // 5), reward=rmodel, size=size)
+        r["reward_model"] = args.reward_model
+        rows[f"true dynamics + learned reward, {base.name}"] = r
+    if args.tolerance:
+        zero = run_episodes(lambda o, *a: (np.zeros((len(o), 1), np.float32), None),
+                            lambda: make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps), eval_seeds)
+        rows["zero torque"] = {"returns": mean_se(zero)}
+        for label, kw in (("torque effect x0.5", {"u_scale": 0.5}), ("torque effect x0.25", {"u_scale": 0.25}),
+                          ("torque effect x0 (ignores actions)", {"u_scale": 0.0}),
+                          ("gravity x0.8", {"g_scale": 0.8}), ("gravity x1.25", {"g_scale": 1.25}),
+                          ("reward noise var 0.68", {"reward_noise_sd": math.sqrt(0.68)}),
+                          ("reward noise var 15", {"reward_noise_sd": math.sqrt(15.0)})):
+            r = run_oracle_mpc(base, eval_seeds, steps, size, model=kw)
+            r["cpu_s_per_plan_single"] = time_single(base, args.timing_repeats)
+            rows[f"wrong model: {label}, {base.name}"] = r
 
     if args.sweep:
         sweep = []
@@ -272,7 +402,7 @@ def main() -> None:
     out["paired_eval"].update({f"scripted swing-up - {k}": paired(rows["scripted swing-up"], v)
                                for k, v in rows.items() if k.startswith("oracle")})
     out["paired_eval"].update({f"{k} - oracle demo": paired(v, demo_row)
-                               for k, v in rows.items() if k.startswith("oracle") and v is not demo_row})
+                               for k, v in rows.items() if k.startswith(("oracle", "wrong", "true dyn")) and v is not demo_row})
     out["cpu_s_total"] = time.process_time() - t_start
 
     print(f"\nreal-env returns, {steps}-step episodes, evaluation seeds {eval_seeds[0]}..{eval_seeds[-1]} "
@@ -282,6 +412,8 @@ def main() -> None:
         if "balanced_episodes" in v:
             extra = (f"  balanced {v['balanced_episodes']}/{episodes}  cpu/plan "
                      f"{1e3 * v['cpu_s_per_plan_single']:.2f} ms ({1 / v['cpu_s_per_plan_single']:.0f} plans/CPU-s)")
+        if "planning_model_angle_error_deg" in v:
+            extra += "  model angle err " + "/".join(f"{x:.1f}" for x in v["planning_model_angle_error_deg"].values())
         print(f"  {k:72s} {fmt(v['returns'])}{extra}")
     print("paired differences (mean ± s.e. over seeds):")
     for k, v in out["paired_eval"].items():
