@@ -283,6 +283,119 @@ def time_single(s: Setting, repeats: int, planner_seed: int = 0, reward: Any = N
     return (time.process_time() - c0) / repeats
 
 
+def _circ_std(a: Tensor, dim: int) -> Tensor:
+    """Circular standard deviation (radians) along ``dim``."""
+    R = torch.complex(torch.cos(a), torch.sin(a)).mean(dim).abs().clamp(1e-12, 1.0)
+    return (-2 * torch.log(R)).sqrt()
+
+
+@torch.no_grad()
+def score_agreement(checkpoint: str, reward_path: str, seeds: list[int], steps: int, *, n_contexts: int = 10,
+                    population: int = 64, horizon: int = 15, check_steps: tuple[int, ...] = (1, 5, 15)) -> dict[str, Any]:
+    """Does the world model rank candidate action sequences like the truth? At ``n_contexts`` real states of
+    each seeded scripted swing-up episode (evenly spaced; the context is the real last ``n_past`` frames and
+    actions), ``population`` candidates drawn as CEM's first iteration (N(centre, half-range) clipped) are
+    scored by: the true dynamics + true reward; the true dynamics + the learned reward on the env's frames; the
+    world model (untailored / tailored, shared mode) + the learned reward, i.e. the demo's MPC objective.
+    Per context: Spearman correlation with the true score and the true-return regret of each score's best
+    candidate; plus, per imagined step k, the circular spread over candidates of the pendulum angle read off
+    the frames (imagined vs true frames, same pixel estimator) and the per-candidate angle error. Means over
+    an episode's contexts, then mean ± s.e. over episodes."""
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from scipy.stats import spearmanr
+
+    from noether_rl.agents.reward import pendulum_angle_from_frames
+    from noether_rl.agents.runs import RewardSpec, load_world_model
+    from noether_rl.recorders.policies import swingup_torque
+
+    with TemporaryDirectory() as tmp:
+        wm, _ = load_world_model(checkpoint, RewardSpec(kind="learned", path=reward_path), torch.device("cpu"),
+                                 Path(tmp))
+    P = wm.n_past
+    size = wm.obs_shape[0]
+    env0 = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
+    env0.reset(seed=0)
+    truth = PendulumOracle(env0)
+    learned = LearnedRewardOracle(env0, wm.reward)
+    keys = ("true dynamics + learned reward", "world model untailored + learned reward",
+            "world model tailored + learned reward")
+    per_ep: dict[str, list[float]] = {}
+
+    def add(name: str, v: float) -> None:
+        per_ep.setdefault(name, []).append(v)
+
+    for sd in seeds:
+        env = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape, steps)
+        obs, _ = env.reset(seed=int(sd))
+        frames, acts, states = [obs], [], []
+        for _ in range(steps):
+            states.append(np.array(env.unwrapped.state, dtype=np.float64))
+            th, thd = angle_normalize_np(states[-1][0]), states[-1][1]
+            a = np.array([swingup_torque(float(th), float(thd))], np.float32)
+            obs, _, term, trunc, _ = env.step(a)
+            frames.append(obs)
+            acts.append(a)
+            if term or trunc:
+                break
+        env.close()
+        ts = np.linspace(P - 1, len(acts) - 1, n_contexts).round().astype(int)
+        ctx = torch.from_numpy(np.stack([np.stack(frames[t - P + 1:t + 1]) for t in ts]))  # uint8 [B, P, H, W, C]
+        ctx_a = torch.from_numpy(np.stack([np.stack(acts[t - P + 1:t]) for t in ts]))  # [B, P-1, 1]
+        state = torch.from_numpy(np.stack([states[t] for t in ts]))  # [B, 2]
+        last_u = torch.tensor([float(acts[t - 1][0]) for t in ts], dtype=torch.float64)
+        g = torch.Generator().manual_seed(1000 + int(sd))
+        B = len(ts)
+        seqs = (torch.randn(B, population, horizon, 1, generator=g) * 2.0).clamp(-2.0, 2.0)
+        scores = {"true": truth.returns(state, seqs), keys[0]: learned.returns(state, seqs, last_u)}
+        torch.manual_seed(int(sd))
+        ims = {}
+        for tailor, key in ((False, keys[1]), (True, keys[2])):
+            im = wm.imagine(ctx, ctx_a, seqs, tailor=tailor)
+            scores[key] = im.rewards.double().sum(-1)
+            ims[key] = im.frames
+        # true angle per step, read off the env's frames with the same estimator as the imagined ones
+        th, thd = state[:, 0:1].expand(B, population), state[:, 1:2].expand(B, population)
+        ths = []
+        for t in range(horizon):
+            th, thd, _ = truth.step(th, thd, seqs[..., t, 0].double())
+            ths.append(th)
+        th_true = torch.stack(ths, 2)  # [B, N, H]
+        ang_true = pendulum_angle_from_frames(learned.frames(th_true, seqs[..., 0].double()).flatten(0, 2).float() / 255)
+        ang_true = ang_true.view(B, population, horizon).double()
+        for k in keys:
+            rho = [spearmanr(scores[k][b].numpy(), scores["true"][b].numpy())[0] for b in range(B)]
+            add(f"spearman vs true: {k}", float(np.nanmean(rho)))
+            best = scores[k].argmax(1)
+            regret = scores["true"].max(1).values - scores["true"].gather(1, best[:, None])[:, 0]
+            add(f"true-return regret of its best candidate: {k}", float(regret.mean()))
+        rho = [spearmanr(scores[keys[1]][b].numpy(), scores[keys[0]][b].numpy())[0] for b in range(B)]
+        add("spearman world model untailored vs true dynamics (same learned reward)", float(np.nanmean(rho)))
+        add("true-return regret of a random candidate", float((scores["true"].max(1).values
+                                                              - scores["true"].mean(1)).mean()))
+        for k in check_steps:
+            add(f"angle spread over candidates (deg), true frames, step {k}",
+                float(_circ_std(ang_true[:, :, k - 1], 1).mean() * 180 / math.pi))
+            for key in keys[1:]:
+                a = pendulum_angle_from_frames(ims[key][:, :, k - 1].flatten(0, 1)).view(B, population).double()
+                add(f"angle spread over candidates (deg), {key.split(' +')[0]}, step {k}",
+                    float(_circ_std(a, 1).mean() * 180 / math.pi))
+                err = PendulumOracle.angle_normalize(a - ang_true[:, :, k - 1]).abs().mean()
+                add(f"angle error under candidate actions (deg), {key.split(' +')[0]}, step {k}",
+                    float(err * 180 / math.pi))
+    env0.close()
+    return {"checkpoint": checkpoint, "reward_model": reward_path, "seeds": seeds, "contexts_per_episode": n_contexts,
+            "population": population, "horizon": horizon, "frame_size": size,
+            "candidates": "N(0, 2) clipped to [-2, 2] per step (CEM's first iteration from the centre)",
+            "contexts": "evenly spaced states of the scripted swing-up episode; real last n_past frames/actions",
+            "metrics": {k: mean_se(v) for k, v in per_ep.items()}}
+
+
+def angle_normalize_np(x: float) -> float:
+    return ((x + math.pi) % (2 * math.pi)) - math.pi
+
+
 def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return mean_se((np.asarray(a["returns"]["values"]) - np.asarray(b["returns"]["values"])).tolist())
 
@@ -311,6 +424,10 @@ def main() -> None:
     p.add_argument("--reward-model", default=None,
                    help="a learned reward (e.g. the demo's OUT/reward.pt): adds a row with the TRUE dynamics and this "
                         "reward on the env's frames, at the demo's settings (CEM)")
+    p.add_argument("--checkpoint", default=None,
+                   help="with --reward-model: the demo's world model (e.g. OUT/noether/last.pt): how well its "
+                        "imagined candidate scores rank like the truth (score_agreement)")
+    p.add_argument("--only-agreement", action="store_true", help="with --checkpoint: skip the learned-reward episode rows")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -343,7 +460,18 @@ def main() -> None:
         r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
         rows[f"oracle {s.name} (demo)"] = r
     out["eval_rows"] = rows
-    if args.reward_model:
+    if args.checkpoint:
+        if not args.reward_model:
+            raise SystemExit("--checkpoint needs --reward-model (the reward the demo's MPC used)")
+        c0 = time.process_time()
+        agr = score_agreement(args.checkpoint, args.reward_model, eval_seeds, steps)
+        agr["cpu_s"] = time.process_time() - c0
+        out["score_agreement"] = agr
+        print(f"\nscore agreement, scripted swing-up states of seeds {eval_seeds[0]}..{eval_seeds[-1]} "
+              f"({agr['contexts_per_episode']} contexts each; mean ± s.e. over episodes)")
+        for k, v in agr["metrics"].items():
+            print(f"  {k:90s} {v['mean']:8.3f} ± {v['se']:6.3f}")
+    if args.reward_model and not args.only_agreement:
         from noether_rl.agents.reward import load_reward
 
         rmodel = load_reward(args.reward_model, "cpu")
