@@ -33,10 +33,14 @@ def main() -> None:
     ap.add_argument("--trajectories", help="a trajectory .npz instead of --system (as `discover --trajectories`)")
     ap.add_argument("--constants", help='other constants for --system pendulum|spring, e.g. "m=1,l=0.8,g=9.8"')
     ap.add_argument("--units", help='override the inputs\' units, e.g. "q=1, p=1" (declared dimensionless)')
+    ap.add_argument("--select-windows", action="store_true",
+                    help="select on 10-step validation windows even with >= 4 validation trajectories")
+    ap.add_argument("--select-rule", choices=["one_se", "lowest"], default="one_se")
     ap.add_argument("--out", help="also write formulas.json, winner.png, summary.txt here (as `discover`)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = DiscoverConfig(seeds=tuple(args.seeds), progress=False, filter_data=args.filter_data)
+    cfg = DiscoverConfig(seeds=tuple(args.seeds), progress=False, filter_data=args.filter_data,
+                         select_whole=not args.select_windows, select_rule=args.select_rule)
     if args.trajectories:
         from noether_rl.data.trajectories import load_trajectories
 
