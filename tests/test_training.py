@@ -182,3 +182,19 @@ def test_an_epoch_sees_every_training_window_once(tiny_recording):
     assert sorted(set(seen)) == list(range(len(data)))
     starts = {tuple(x) for x in data.index.tolist()}
     assert len(starts) == len(data)
+
+
+def test_free_running_objective_scores_the_rollout_and_trains(tiny_recording, tmp_path):
+    cfg = _cfg(tiny_recording, tmp_path / "fr", objective="free_running")
+    net = build_network(cfg)
+    obj = Objective(net, 3, 4, cfg.beta, free_running=True)
+    frames, actions = _batch(tiny_recording)
+    loss = obj((frames, actions)).loss  # [B]: MSE of the 4-frame rollout from 3 context frames
+    ref = (net.rollout(frames[:, :3], actions, 4).pred - frames[:, 3:]).pow(2).mean(dim=(2, 3, 4)).sum(1)
+    torch.testing.assert_close(loss, ref)
+    tf = Objective(net, 3, 4, cfg.beta)((frames, actions)).loss  # teacher forcing: all 6 next frames
+    assert tf.shape == loss.shape and not torch.allclose(tf, loss)
+    assert train(cfg).is_file()
+    for bad in (dict(objective="rollout"), dict(objective="free_running", noether=NOETHER)):
+        with pytest.raises(UserError, match="objective"):
+            build_network(_cfg(tiny_recording, tmp_path / "bad", **bad))

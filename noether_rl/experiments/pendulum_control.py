@@ -6,7 +6,9 @@ reward model, the SB3 agent and each evaluated row are cached in ``out``):
 1. record ``episodes`` episodes of the ``mixed`` policy (per episode sine, random or a noisy swing-up:
    varied actions and states including the upright ones a swing-up needs; a swing-up-only dataset makes the
    SVG memorise its episodes) -- split train / val / test by episode (:func:`episode_split`);
-2. train the small SVG on the train episodes, then meta-train g_phi (Alg. 1, predictor frozen) from it;
+2. train the small SVG on the train episodes (teacher forcing), fine-tune it on its own rollouts
+   (``free_running_epochs``; a teacher-forced model ignored the candidate actions), then meta-train g_phi
+   (Alg. 1, predictor frozen) from the fine-tuned SVG;
 3. fit the reward CNN on the train episodes' recorded rewards (its MSE on val episodes is reported);
 4. world-model quality on the TEST episodes, BEFORE any planning (``results.json`` is written with it
    first, ``"stage": "world model"``): per-step pendulum angle error of SVG, Noether and the
@@ -83,6 +85,12 @@ class Scale:
     n_future: int = 10
     stride: int = 5
     svg_epochs: int = 20
+    # then the SVG is fine-tuned on its own n_future-frame rollouts (TrainConfig.objective "free_running"):
+    # teacher forcing barely sees the torque (one step moves the pendulum < 1 degree), and a model trained only
+    # that way ignored the candidate actions (benchmarks/mpc_oracle.py: angle spread over 64 candidates 0.3
+    # degrees at step 15 vs 45 for the true dynamics), so MPC could not plan with it. 0 = no fine-tune.
+    free_running_epochs: int = 5
+    free_running_lr: float = 5e-4
     noether_epochs: int = 4
     batch_size: int = 16
     reward_epochs: int = 10
@@ -127,7 +135,8 @@ class PendulumControlConfig:
         return replace(SCALES[self.scale], **self.overrides)
 
 
-def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[TrainConfig, TrainConfig]:
+def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[TrainConfig, TrainConfig, TrainConfig]:
+    """(teacher-forced SVG, its free-running fine-tune (the world model's predictor), Noether from the latter)."""
     out = Path(cfg.out)
     data = DataConfig(root=str(root), n_past=s.n_past, n_future=s.n_future, train_episodes=s.train_episodes,
                       val_episodes=s.val_episodes, stride=s.stride)
@@ -136,10 +145,13 @@ def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[Tr
                       seed=cfg.seed, device=cfg.device, progress=cfg.progress, val_windows=0)
     noether = NoetherConfig(tailor=TailorConfig(steps=1, lr=1.0, step_rule="normalized", order="second"),
                             adapt="code", form="a", learn_inner_lr=True)
-    meta = replace(svg, out=str(out / "noether"), noether=noether, init_from=str(out / "svg" / "last.pt"),
+    free = replace(svg, out=str(out / "svg_free_running"), init_from=str(out / "svg" / "last.pt"),
+                   objective="free_running", epochs=s.free_running_epochs, lr=s.free_running_lr)
+    base = free if s.free_running_epochs > 0 else svg
+    meta = replace(svg, out=str(out / "noether"), noether=noether, init_from=str(Path(base.out) / "last.pt"),
                    train_predictor=False, epochs=s.noether_epochs,
                    embedding=EmbeddingConfig(kind="conv", channels=3, image_size=s.size, emb_dim=64))
-    return svg, meta
+    return svg, free, meta
 
 
 @torch.no_grad()
@@ -253,18 +265,22 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
         record(RecordConfig(env_id=PIXEL_PENDULUM_ID, policy=s.policy, episodes=s.episodes, steps=s.steps,
                             size=s.size, seed=cfg.seed, out=root, num_envs=2, preview=False, progress=cfg.progress))
 
-    svg_cfg, meta_cfg = _train_configs(cfg, s, root)
-    for name, c in (("svg", svg_cfg), ("noether", meta_cfg)):
+    svg_cfg, free_cfg, meta_cfg = _train_configs(cfg, s, root)
+    stages = (("svg", svg_cfg),) + ((("svg_free_running", free_cfg),) if s.free_running_epochs > 0 else ())
+    for name, c in stages + (("noether", meta_cfg),):
         with clock(f"train_{name}"):
             train(c)
     svg_ckpt, noe_ckpt = Path(svg_cfg.out) / "last.pt", Path(meta_cfg.out) / "last.pt"
+    models = {"SVG": str(svg_ckpt), "Noether": str(noe_ckpt)}
+    if s.free_running_epochs > 0:
+        models["SVG (free-running fine-tune)"] = str(Path(free_cfg.out) / "last.pt")
 
     # world-model quality on the test episodes (angle error per step vs the copy-last-frame floor), written
     # to results.json before any planning
     from noether_rl.experiments.evaluation import EvalConfig, evaluate
 
     with clock("heldout_eval"):
-        heldout = evaluate(EvalConfig(data=str(root), checkpoints={"SVG": str(svg_ckpt), "Noether": str(noe_ckpt)},
+        heldout = evaluate(EvalConfig(data=str(root), checkpoints=models,
                                       out=str(out / "heldout"), split="test", n_past=s.n_past, n_future=s.n_future,
                                       stride=s.stride, max_windows=s.eval_windows, device=cfg.device, video=True,
                                       reference="Noether", untailored=True))

@@ -43,6 +43,11 @@ class TrainConfig:
     freeze_embedding: bool = False  # control "random g_phi": g_phi stays at its random init (rest meta-trained)
     learned_adapt: str | None = None  # control "free-running fine-tune": these adaptables as plain parameters
     train_predictor: bool = True  # meta-training: also update the predictor (paper pendulum: False)
+    # baseline SVG's loss: "teacher_forced" (SVG's own: every next frame from the true previous one) or
+    # "free_running" (n_future frames rolled out from n_past, the model's own frames fed back). Teacher forcing
+    # barely sees an action's effect (one step of torque moves the pixel pendulum < 1 degree); a free-running
+    # loss accumulates it over the horizon, which a world model for planning needs.
+    objective: str = "teacher_forced"
     epochs: int = 50
     batch_size: int = 16
     lr: float = 2e-3  # predictor (Adam, betas (0.9, 0.999) as SVG)

@@ -38,12 +38,19 @@ def frame_mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).mean(dim=(2, 3, 4)).sum(1)
 
 
+OBJECTIVES = ("teacher_forced", "free_running")
+
+
 def build_network(cfg: TrainConfig) -> nn.Module:
     """SVG; NoetherNetwork(SVG, conv g_phi) when ``cfg.noether`` is set; or the free-running fine-tune
     control ``LearnedAdaptation(SVG)`` when ``cfg.learned_adapt`` is set (untrained weights)."""
     svg = SVG(cfg.model)
     if cfg.noether is not None and cfg.learned_adapt:
         raise UserError("a run is either a Noether Network (noether) or the free-running control (learned_adapt)")
+    if cfg.objective not in OBJECTIVES:
+        raise UserError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if cfg.objective != "teacher_forced" and (cfg.noether is not None or cfg.learned_adapt):
+        raise UserError("objective applies to baseline SVG training only (Noether and the control roll out already)")
     if cfg.learned_adapt:
         return LearnedAdaptation(svg, cfg.learned_adapt, cfg.data.n_future)
     if cfg.noether is None:
@@ -59,11 +66,13 @@ def run_kind(cfg: TrainConfig) -> str:
 class Objective(nn.Module):
     """Per-example training loss of a video model on a batch (frames [B, L, C, H, W], actions [B, L-1, A])."""
 
-    def __init__(self, net: nn.Module, n_past: int, n_future: int, beta: float, freeze_predictor: bool = False) -> None:
+    def __init__(self, net: nn.Module, n_past: int, n_future: int, beta: float, freeze_predictor: bool = False,
+                 free_running: bool = False) -> None:
         super().__init__()
         self.net = net
         self.n_past, self.n_future, self.beta = n_past, n_future, beta
         self.freeze_predictor = freeze_predictor
+        self.free_running = free_running  # baseline SVG trained on its own rollout (TrainConfig.objective)
 
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)
@@ -78,7 +87,8 @@ class Objective(nn.Module):
     def forward(self, batch: tuple[Tensor, Tensor]) -> StepOutput:
         frames, actions = batch
         P = self.n_past
-        if isinstance(self.net, LearnedAdaptation):  # free-running outer loss, no inner step
+        if isinstance(self.net, LearnedAdaptation) or (self.free_running and not isinstance(self.net, NoetherNetwork)):
+            # free-running loss, no inner step: the control's outer loss, or SVG with objective "free_running"
             p = self.net.rollout(frames[:, :P], actions, self.n_future, target=frames[:, P:])
             loss = frame_mse(p.pred, frames[:, P:])
             return StepOutput(loss if p.kl is None else loss + self.beta * p.kl, torch.ones_like(loss, dtype=torch.bool))
@@ -192,7 +202,8 @@ def train(cfg: TrainConfig) -> Path:
         d = cfg.data
         data = EpisodeWindows(d.root, d.n_past, d.n_future, split.train, stride=d.stride, device=device)
         frozen = not _predictor_trains(cfg)
-        obj = Objective(build_network(cfg), d.n_past, d.n_future, cfg.beta, freeze_predictor=frozen).to(device)
+        obj = Objective(build_network(cfg), d.n_past, d.n_future, cfg.beta, freeze_predictor=frozen,
+                        free_running=cfg.objective == "free_running").to(device)
         if cfg.init_from:
             load_predictor(obj.svg, load_checkpoint(cfg.init_from), cfg.init_from)
         groups = _param_groups(cfg, obj)
