@@ -59,6 +59,8 @@ class SearchConfig:
     adapt: str = "readout"  # per-example weights adapted: "readout" (output layer) or "weights" (all)
     diverge_factor: float = 10.0
     select_horizon: int = 10  # validation rollouts used for selection: windows of this many steps
+    # a rollout whose RMSE exceeds this many times the training states' RMS spread has diverged (left the data)
+    blowup_factor: float = 10.0
     dtype: str = "float32"
     extra: dict = field(default_factory=dict)
 
