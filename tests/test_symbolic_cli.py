@@ -96,3 +96,28 @@ def test_discover_bad_input(spring_npz: Path, tmp_path: Path, capsys: pytest.Cap
     assert "no units" in _err(["discover", "--trajectories", str(p), "--out", str(out)], capsys)
     assert "--data" in _err(["discover", "--system", "real", "--out", str(out)], capsys)
     assert not out.exists()
+
+
+def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring_npz: Path) -> None:
+    """Stability over the training range: with a blow-up threshold below every rollout's error, every option
+    counts as diverged and discovery says so in one line; at the default threshold the dropped ones are recorded."""
+    from dataclasses import replace
+
+    from noether_rl.data.trajectories import load_trajectories
+    from noether_rl.errors import UserError
+    from noether_rl.symbolic.pipeline import DiscoverConfig, discover
+    from noether_rl.symbolic.units import parse_units
+
+    traj = load_trajectories(spring_npz)
+    train, test = traj.subset(slice(0, 5)), traj.subset(slice(5, 10))
+    units = parse_units("q=1, p=1")
+    train, test = replace(train, names=tuple(units)), replace(test, names=tuple(units))
+    cfg = DiscoverConfig(seeds=(0,), progress=False)
+    cfg = replace(cfg, enumeration=replace(cfg.enumeration, max_size=5),
+                  search=replace(cfg.search, top_k=2, meta_epochs=2, pretrain_steps=30))
+    rep = discover(train, test, units, cfg)
+    dropped = rep["selection_rule"]["dropped_unstable_on_training_starts"]
+    assert rep["counts"]["options_unstable_on_training_starts"] == len(dropped)
+    assert all(d["formula"] != rep["winner"]["formula"] or d["variant"] != rep["winner"]["variant"] for d in dropped)
+    with pytest.raises(UserError, match="diverge from the start of some training trajectory"):
+        discover(train, test, units, replace(cfg, search=replace(cfg.search, blowup_factor=1e-9)))
