@@ -195,6 +195,11 @@ def test_free_running_objective_scores_the_rollout_and_trains(tiny_recording, tm
     tf = Objective(net, 3, 4, cfg.beta)((frames, actions)).loss  # teacher forcing: all 6 next frames
     assert tf.shape == loss.shape and not torch.allclose(tf, loss)
     assert train(cfg).is_file()
+    from noether_rl.training.trainer import run_identity
+
+    # runs made before the field existed (teacher forcing) keep resuming; a free-running run is another run
+    assert "objective" not in run_identity(_cfg(tiny_recording, tmp_path / "tf"))
+    assert run_identity(cfg)["objective"] == "free_running"
     for bad in (dict(objective="rollout"), dict(objective="free_running", noether=NOETHER)):
         with pytest.raises(UserError, match="objective"):
             build_network(_cfg(tiny_recording, tmp_path / "bad", **bad))

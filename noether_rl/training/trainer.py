@@ -149,6 +149,8 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
     d = json.loads(json.dumps(cfg.to_dict()))
     for k in ("out", "epochs", "device", "progress", "resume", "tensorboard", "amp", "val_windows"):
         d.pop(k, None)
+    if d.get("objective") == "teacher_forced":  # the default, absent from runs made before the field existed
+        d.pop("objective")
     d["data"]["root"] = _file_hash(Path(cfg.data.root, "manifest.json"))
     if cfg.init_from:
         d["init_from"] = _file_hash(cfg.init_from)
