@@ -11,7 +11,7 @@ from noether_rl.experiments.pendulum_control import PendulumControlConfig, run_p
 TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 3, "val_episodes": 1, "steps": 56,
        "n_future": 3, "stride": 8, "svg_epochs": 1, "noether_epochs": 1, "reward_epochs": 1, "eval_windows": 4,
        "fidelity_starts": (0,), "eval_episodes": 2, "eval_steps": 6, "horizon": 3, "population": 8, "iterations": 1,
-       "replan_every": 1, "dream_steps": 16, "dream_envs": 2}
+       "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1}
 
 
 @pytest.mark.slow
@@ -25,8 +25,9 @@ def test_pendulum_control_toy(tmp_path):
     assert "MPC tailored - MPC untailored" in res["paired"]
     # the world model's held-out angle error per step, next to the copy-last floor, is reported
     at = res["heldout"]["angle_error_deg_at_steps"]
-    assert {"SVG", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
+    assert {"SVG", "SVG (free-running fine-tune)", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
     assert res["stage"] == "complete" and res["cpu_time_s"]["train_svg"] > 0
+    assert res["cpu_time_s"]["train_svg_free_running"] > 0
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]
