@@ -36,6 +36,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -429,6 +430,11 @@ def main() -> None:
                         "imagined candidate scores rank like the truth (score_agreement)")
     p.add_argument("--only-agreement", action="store_true", help="with --checkpoint: skip the learned-reward episode rows")
     args = p.parse_args()
+    if args.checkpoint and not args.reward_model:
+        raise SystemExit("--checkpoint needs --reward-model (the reward the demo's MPC used)")
+    for path in (args.checkpoint, args.reward_model):
+        if path and not Path(path).is_file():  # a mistyped reward path would be fitted and written there
+            raise SystemExit(f"{path} does not exist")
     torch.set_num_threads(1)
 
     demo = SCALES["small"]

@@ -104,7 +104,7 @@ def main() -> None:
     p.add_argument("--scale", default="small")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--device", default="auto")
-    p.add_argument("--variants", nargs="+", default=["normalized:0.1", "normalized:0.3", "normalized:1.0"])
+    p.add_argument("--variants", nargs="+", default=["normalized:0.1", "normalized:0.3", "normalized:1.0", "sgd:1e-4"])
     p.add_argument("--parallel", type=int, default=12, help="training processes at once")
     p.add_argument("--deadline-s", type=float, default=1e9)
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from noether_rl.experiments.pendulum_control import PendulumControlConfig, run_pendulum_control
 
 TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 3, "val_episodes": 1, "steps": 56,
@@ -14,7 +12,6 @@ TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 
        "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1}
 
 
-@pytest.mark.slow
 def test_pendulum_control_toy(tmp_path):
     cfg = PendulumControlConfig(out=str(tmp_path / "pc"), device="cpu", progress=False, overrides=TOY)
     res = run_pendulum_control(cfg)

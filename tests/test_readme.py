@@ -14,6 +14,7 @@ def test_readme_headings_are_unique_and_short() -> None:
     headings = [line for line in text.splitlines() if line.startswith("#")]
     repeated = [h for h, n in Counter(headings).items() if n > 1]
     assert not repeated, f"README headings repeated (a botched edit?): {repeated}"
+    assert "PLACEHOLDER" not in text, "README holds an unfilled placeholder"
     assert len(text.splitlines()) < 400, "README grew past 400 lines: keep measured detail in docs/"
 
 

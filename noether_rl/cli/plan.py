@@ -84,7 +84,7 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                                                       f"{s.episodes} recorded episodes, {s.svg_epochs} SVG + "
                                                       f"{s.noether_epochs} meta epochs, {s.population} MPC "
                                                       f"candidates, {s.dream_steps} SB3 steps")
-                         + "; small takes about an hour on 2 CPU cores")
+                         + "; small takes about half an hour on 2 CPU cores (52 CPU-minutes)")
     pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
                     help="the one seed of recording, training, planner and SB3 (one model per scale: this "
                          "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")

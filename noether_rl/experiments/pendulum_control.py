@@ -111,7 +111,7 @@ class Scale:
     dream_envs: int = 8
 
 
-# "small": the CPU default (about an hour on 2 cores); "paper": the paper's 64x64 frames, GPU-sized budgets
+# "small": the CPU default (about half an hour on 2 cores, 52 CPU-minutes measured); "paper": the paper's 64x64 frames, GPU-sized budgets
 # (the names the other ``reproduce`` experiments use)
 SCALES: dict[str, Scale] = {
     "small": Scale(),

@@ -105,7 +105,7 @@ def fit(cfg: FitConfig, objective: nn.Module, data: WindowData, param_groups: li
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         if ckpt.get("identity") != _jsonable(identity):
             raise UserError(f"{out} holds a run with a different configuration; use another --out, or pass "
-                            "--no-resume to start over there")
+                            f"--no-resume (train / meta-train) or delete {out} to start this stage over")
         objective.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, step, last_row = int(ckpt["epoch"]), int(ckpt["step"]), ckpt.get("log_row")
