@@ -185,3 +185,25 @@ def test_bfloat16_and_channels_last_candidates_match_float32():
     assert 0 < err < 0.05, err  # really in bfloat16, and close
     with pytest.raises(UserError, match="precision"):
         WorldModel(cl.model, cl.reward, n_past=P, action_dim=1, frame_shape=(3, S, S), precision="float16")
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("adapt", ["hidden", "code"])
+def test_tailor_adaptables_is_predicts_inner_loop(stochastic, adapt):
+    """``NoetherNetwork.tailor_adaptables`` (used by ``WorldModel.prepare``) adapts exactly as ``predict`` does,
+    with and without a warm start computed beforehand."""
+    from dataclasses import replace
+
+    net = tiny_world_model(stochastic=stochastic).network
+    net.cfg = replace(net.cfg, adapt=adapt)
+    ctx, ca, seqs = _inputs()
+    acts = torch.cat([ca, seqs[:, 0]], 1)
+    gens = [torch.Generator().manual_seed(5) for _ in range(3)]
+    with torch.no_grad():
+        ref = net.predict(ctx, acts, 3, generator=gens[0]).result.adapted
+        plain = net.tailor_adaptables(ctx, acts, 3, generator=gens[1]).adapted
+        warm = net.predictor.warm_start(ctx, acts, 3, kind=adapt, generator=gens[2])
+        given = net.tailor_adaptables(ctx, acts, 3, generator=gens[2], warm=warm).adapted
+    assert set(ref) == set(plain) == set(given) and ref
+    for k in ref:
+        assert torch.equal(ref[k], plain[k]) and torch.equal(ref[k], given[k]), k
