@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.envs.classic_control.pendulum import angle_normalize
 from torch import Tensor
 
 import noether_rl.envs  # noqa: F401  (registers the env ids)
@@ -333,7 +334,7 @@ def score_agreement(checkpoint: str, reward_path: str, seeds: list[int], steps: 
         frames, acts, states = [obs], [], []
         for _ in range(steps):
             states.append(np.array(env.unwrapped.state, dtype=np.float64))
-            th, thd = angle_normalize_np(states[-1][0]), states[-1][1]
+            th, thd = angle_normalize(states[-1][0]), states[-1][1]
             a = np.array([swingup_torque(float(th), float(thd))], np.float32)
             obs, _, term, trunc, _ = env.step(a)
             frames.append(obs)
@@ -391,10 +392,6 @@ def score_agreement(checkpoint: str, reward_path: str, seeds: list[int], steps: 
             "candidates": "N(0, 2) clipped to [-2, 2] per step (CEM's first iteration from the centre)",
             "contexts": "evenly spaced states of the scripted swing-up episode; real last n_past frames/actions",
             "metrics": {k: mean_se(v) for k, v in per_ep.items()}}
-
-
-def angle_normalize_np(x: float) -> float:
-    return ((x + math.pi) % (2 * math.pi)) - math.pi
 
 
 def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -121,10 +121,7 @@ class NoetherNetwork(nn.Module):
         The engine runs first order by itself when gradients are off (evaluation, planners).
         """
         tcfg = tailor_cfg or self.cfg.tailor
-        if generator is None and self.predictor.stochastic:
-            # every rollout of this call must see the same z samples: fix them with a fresh seeded generator
-            seed = int(torch.randint(2**62, (), device="cpu"))  # CPU RNG draw, no device sync
-            generator = torch.Generator(device=context.device).manual_seed(seed)
+        generator = self._call_generator(context, generator)
         lr = self.inner_lr(inner_lr)
         lr_value = float(lr.detach()) if isinstance(lr, Tensor) else lr
         label = tcfg.label if not isinstance(lr, Tensor) else f"{tcfg.label} (learned lr {lr_value:.3g})"
@@ -149,9 +146,16 @@ class NoetherNetwork(nn.Module):
         tcfg = tailor_cfg or self.cfg.tailor
         if tcfg.steps == 0:
             return None
-        if generator is None and self.predictor.stochastic:  # as in predict: the same z samples in every rollout
-            generator = torch.Generator(device=context.device).manual_seed(int(torch.randint(2**62, (), device="cpu")))
+        generator = self._call_generator(context, generator)
         return self._inner_loop(context, actions, horizon, tcfg, self.inner_lr(inner_lr), generator, None, warm)[0]
+
+    def _call_generator(self, context: Tensor, generator: torch.Generator | None) -> torch.Generator | None:
+        """Every rollout of one call must see the same z samples: a stochastic predictor without a generator
+        gets a fresh seeded one (a CPU RNG draw, no device sync)."""
+        if generator is not None or not self.predictor.stochastic:
+            return generator
+        seed = int(torch.randint(2**62, (), device="cpu"))
+        return torch.Generator(device=context.device).manual_seed(seed)
 
     def _inner_loop(self, context: Tensor, actions: Tensor, horizon: int, tcfg: TailorConfig, lr: Tensor | float,
                     generator: torch.Generator | None, target: Tensor | None,

@@ -225,6 +225,10 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     train_ref = train.x_clean if train.x_clean is not None else train.x
     state_rms = float(np.sqrt(np.mean((train_ref - train_ref.mean(axis=(0, 1))) ** 2)))
 
+    def law(i: int) -> str:
+        """Enumerated formula i with its fitted parameters, readable (sympy)."""
+        return str(to_sympy(exprs[i], names, fit.params[i][: exprs[i].n_params]))
+
     def unstable(pred: Any, g: Any, lr: float) -> bool:
         """Rollouts from every training trajectory's first state: any non-finite or with RMSE above
         ``blowup_factor`` x the states' RMS spread (it left the data) -> True."""
@@ -281,9 +285,8 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
                      if unstable(meta[o[1]].predictor if o[2] == "meta" else pred0, formulas[o[1]],
                                  10.0 ** sc.lr_exponents[best_j[o[1]]])]
     counts["options_unstable_on_training_starts"] = len(unstable_opts)
-    unstable_out = [{"formula": str(to_sympy(exprs[kept[options[k][1]]], names,
-                                             fit.params[kept[options[k][1]]][: exprs[kept[options[k][1]]].n_params])),
-                     "variant": options[k][2], "val_rollout_rmse": options[k][0]} for k in unstable_opts]
+    unstable_out = [{"formula": law(int(kept[options[k][1]])), "variant": options[k][2],
+                     "val_rollout_rmse": options[k][0]} for k in unstable_opts]
     options = [o for k, o in enumerate(options) if k not in unstable_opts]
     if not options:
         raise UserError("every formula's tailored rollouts diverge from the start of some training trajectory "
@@ -308,7 +311,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
 
     def option_out(k: int) -> dict[str, Any]:
         j = options[k][1]
-        return {"formula": str(to_sympy(exprs[kept[j]], names, fit.params[kept[j]][: exprs[kept[j]].n_params])),
+        return {"formula": law(int(kept[j])),
                 "variant": options[k][2], "val_rollout_rmse": options[k][0],
                 "minus_best": float(dm[k]) if np.isfinite(dm[k]) else None,
                 "minus_best_se": float(dse[k]) if np.isfinite(dse[k]) else None,
@@ -334,7 +337,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
         p = fit.params[i][: e.n_params]
         fu, pu = parameter_units(e, dims)
         return {
-            "formula": str(to_sympy(e, names, p)), "template": str(to_sympy(e, names)), "params": p.tolist(),
+            "formula": law(i), "template": str(to_sympy(e, names)), "params": p.tolist(),
             "param_units": [str(u) for u in pu], "units": "free (set by a parameter)" if fu is FREE else str(fu),
             "size": e.size, "r_true": float(fit.r_true[i]), "r_signal": float(fit.r_signal[i]),
             "noise_fraction": float(fit.noise_frac[i]), "r_random": float(fit.r_random[i]),
@@ -348,8 +351,7 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
             "diverge_reason": meta[j].reason if j in meta else (
                 "every validation rollout diverged at every inner lr" if not np.isfinite(best_loss[j]) else None),
             "meta_val_rollout_rmse": meta_val.get(j),
-            "merged": [str(to_sympy(exprs[m], names, fit.params[m][: exprs[m].n_params]))
-                       for m in groups.get(i, [])],  # equivalent survivors this one represents
+            "merged": [law(m) for m in groups.get(i, [])],  # equivalent survivors this one represents
         }
 
     # 5. evaluate on the test trajectories over seeds: MLP, winner, reference (if any); every model is

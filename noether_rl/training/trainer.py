@@ -87,7 +87,7 @@ class Objective(nn.Module):
     def forward(self, batch: tuple[Tensor, Tensor]) -> StepOutput:
         frames, actions = batch
         P = self.n_past
-        if isinstance(self.net, LearnedAdaptation) or (self.free_running and not isinstance(self.net, NoetherNetwork)):
+        if isinstance(self.net, LearnedAdaptation) or self.free_running:  # build_network: never with Noether
             # free-running loss, no inner step: the control's outer loss, or SVG with objective "free_running"
             p = self.net.rollout(frames[:, :P], actions, self.n_future, target=frames[:, P:])
             loss = frame_mse(p.pred, frames[:, P:])
