@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -90,3 +91,20 @@ def test_one_standard_error_pick() -> None:
     # a non-finite candidate is never tied
     S2 = np.stack([a, np.where(np.arange(60) == 3, np.inf, b)])
     assert one_standard_error_pick(S2, units, [(1.0,), (0.0,)])[0] == 0
+
+
+def test_one_standard_error_pick_refuses_when_nothing_is_finite() -> None:
+    units = np.repeat(np.arange(3), 2)
+    with pytest.raises(ValueError, match="none of the 2 candidates has a finite score"):
+        one_standard_error_pick(np.stack([np.full(6, np.inf), np.full(6, np.nan)]), units, [(0.0,), (1.0,)])
+    with pytest.raises(ValueError, match="none of the 2 candidates"):  # every candidate non-finite somewhere
+        one_standard_error_pick(np.stack([np.r_[np.inf, np.ones(5)], np.r_[np.ones(5), np.nan]]), units,
+                                [(0.0,), (1.0,)])
+    with pytest.raises(ValueError, match="none of the 0 candidates"):
+        one_standard_error_pick(np.zeros((0, 6)), units, [])
+    with pytest.raises(ValueError, match="must be"):  # shapes that do not match
+        one_standard_error_pick(np.ones((2, 5)), units, [(0.0,), (1.0,)])
+    # one finite candidate among non-finite ones: it is picked and is the best, the others are inf
+    win, best, m, se = one_standard_error_pick(np.stack([np.full(6, np.nan), np.ones(6)]), units,
+                                               [(0.0,), (1.0,)])
+    assert (win, best) == (1, 1) and np.isinf(m[0]) and np.isinf(se[0]) and m[1] == 0.0

@@ -198,9 +198,17 @@ def one_standard_error_pick(per_window: np.ndarray, units: np.ndarray,
     those, the most preferred wins (then the lower mean score).
 
     Returns (winner, best, mean difference [K], its s.e. [K]) (inf where a candidate has a non-finite
-    score)."""
+    score). A candidate with any non-finite window score is never picked; ValueError when no candidate has
+    finite scores on every window (nothing to pick: the caller drops diverged candidates first)."""
     S = np.asarray(per_window, dtype=np.float64)
+    if S.ndim != 2 or S.shape[1] != len(units) or len(prefer) != S.shape[0]:
+        raise ValueError(f"one_standard_error_pick: per_window must be [K, W] with W = len(units) and K = "
+                         f"len(prefer), got {S.shape}, {len(units)} units, {len(prefer)} keys")
     K = S.shape[0]
+    finite = np.isfinite(S).all(1) if S.shape[1] else np.zeros(K, dtype=bool)
+    if not finite.any():
+        raise ValueError(f"one_standard_error_pick: none of the {K} candidates has a finite score on every "
+                         "window; drop diverged candidates before selecting")
     ids, inv = np.unique(units, return_inverse=True)
     n = np.bincount(inv, minlength=len(ids))
     with np.errstate(all="ignore"):
