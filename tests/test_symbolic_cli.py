@@ -116,8 +116,14 @@ def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring
     cfg = replace(cfg, enumeration=replace(cfg.enumeration, max_size=5),
                   search=replace(cfg.search, top_k=2, meta_epochs=2, pretrain_steps=30))
     rep = discover(train, test, units, cfg)
-    dropped = rep["selection_rule"]["dropped_unstable_on_training_starts"]
-    assert rep["counts"]["options_unstable_on_training_starts"] == len(dropped)
-    assert all(d["formula"] != rep["winner"]["formula"] or d["variant"] != rep["winner"]["variant"] for d in dropped)
-    with pytest.raises(UserError, match="diverge from the start of some training trajectory"):
+    sel = rep["selection_rule"]
+    dropped = {(d["formula"], d["variant"]) for d in sel["dropped_unstable_on_training_starts"]}
+    kept = {(o["formula"], o["variant"]) for o in sel["options"]}
+    # on this data both meta-tailored options blow up from a training start (measured), one of them
+    # with the lowest validation RMSE: dropped, recorded, never picked
+    assert len(dropped) == rep["counts"]["options_unstable_on_training_starts"] >= 1
+    assert not dropped & kept and (rep["winner"]["formula"], rep["winner"]["variant"]) in kept
+    lowest_dropped = min(d["val_rollout_rmse"] for d in sel["dropped_unstable_on_training_starts"])
+    assert lowest_dropped < min(o["val_rollout_rmse"] for o in sel["options"])
+    with pytest.raises(UserError, match="diverge from the start of some training trajectory.*span the states"):
         discover(train, test, units, replace(cfg, search=replace(cfg.search, blowup_factor=1e-9)))

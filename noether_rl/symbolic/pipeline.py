@@ -256,7 +256,8 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     counts["meta_tailored"] = len(order)
     stop("screen")
     if len(order) == 0:
-        raise UserError("every conserved formula made the validation rollouts diverge at every inner lr")
+        raise UserError("every conserved formula made the validation rollouts diverge at every inner lr: "
+                        "give data with a finer time step or more trajectories, or check the units")
 
     # 4. meta-tailor the top formulas; divergent runs are dropped
     start()
@@ -290,7 +291,9 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
     options = [o for k, o in enumerate(options) if k not in unstable_opts]
     if not options:
         raise UserError("every formula's tailored rollouts diverge from the start of some training trajectory "
-                        "(at the inner lr chosen on validation)")
+                        "(at the inner lr chosen on validation): let the validation part (the last "
+                        f"{cfg.val_frac:.0%} of the training data) span the states' range (reorder or add "
+                        "trajectories), give a finer time step, or check the units")
     # rule "lowest": the lowest validation rollout RMSE. Rule "one_se" (fixed before any result was seen):
     # among the options not significantly worse than that (paired differences per independent validation
     # unit, one standard error), the best conserved law: smallest r_true / r_random, then r_signal / r_random
