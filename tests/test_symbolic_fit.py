@@ -212,3 +212,24 @@ def test_deduplicate_merges_the_same_law_with_slightly_different_constants() -> 
     assert list(kept) == [2, 3] and groups == {2: [0, 1]} and n_exact == [3]
     # the tolerance is relative to how much the pair varies along trajectories: exact laws stay apart
     assert len(deduplicate(exprs, params, x, idx, cfg, r=np.full(4, 1e-14))) == 3
+
+
+def test_refinement_runs_until_the_parameters_stop_moving() -> None:
+    """A parameter several characteristic units from its start needs more than one refinement round (each
+    round's decaying lr moves it by ~1 unit): q^2 + p^2/c on a dimensionless spring with k m = 4 (c = 4, the
+    start 1) stalled near 3.4 with one round; the rounds reach the exact law, as its reparametrisation
+    q^2 + c p^2 (c = 1/4, near its start) does in one."""
+    x = generate(spring(k=4.0, m=1.0), GenerateConfig(n_trajectories=8, noise_std=0.0, seed=2, n_points=20)).x
+    units = [DIMENSIONLESS, DIMENSIONLESS]
+    q, p, c = Input(0), Input(1), Parameter
+    exprs = [binary("+", unary("sq", q), binary("/", unary("sq", p), c())),
+             binary("+", unary("sq", q), binary("*", c(), unary("sq", p)))]
+    one = fit_candidates(exprs, units, x, FilterConfig(restarts=1, refine_rounds=1))
+    assert abs(one.params[0, 0] - 4.0) > 0.05 * 4.0 and one.r_true[0] > 1e-4  # stalled (the old behaviour)
+    assert abs(one.params[1, 0] - 0.25) < 1e-3 * 0.25
+    res = fit_candidates(exprs, units, x, FilterConfig(restarts=1))
+    assert abs(res.params[0, 0] - 4.0) < 1e-3 * 4.0 and res.r_true[0] < 1e-8, (res.params[0], res.r_true[0])
+    # the two are then one observable law (affinely identical values), not a conserved law and its twin
+    cfg = FilterConfig(min_ratio=10.0)
+    assert len(deduplicate(exprs, res.params, x, np.arange(2), cfg)) == 1
+    assert len(deduplicate(exprs, one.params, x, np.arange(2), cfg)) == 2
