@@ -207,3 +207,86 @@ def test_tailor_adaptables_is_predicts_inner_loop(stochastic, adapt):
     assert set(ref) == set(plain) == set(given) and ref
     for k in ref:
         assert torch.equal(ref[k], plain[k]) and torch.equal(ref[k], given[k]), k
+
+
+# -- the CPU hot path: same frames and rewards as the reference computations (float tolerance) ---------------
+
+
+@pytest.mark.parametrize("size", [32, 64])  # 64: the adaptive pooling is not an identity
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reward_cnn_score_sequence_matches_forward_on_pairs(monkeypatch, size, channels_last):
+    import noether_rl.agents.reward as reward_mod
+    from noether_rl.agents.reward import RewardCNN, RewardConfig
+
+    torch.manual_seed(0)
+    m = RewardCNN(RewardConfig(image_size=size, width=4, hidden=8)).eval()
+    m.mean.fill_(0.3)
+    m.std.fill_(2.0)
+    if channels_last:
+        m.to(memory_format=torch.channels_last)
+    M, T = 3, 7
+    first, frames, acts = torch.rand(M, 3, size, size), torch.rand(M, T, 3, size, size), torch.randn(M, T, 1)
+    prev = torch.cat([first[:, None], frames[:, :-1]], 1)
+    with torch.no_grad():
+        ref = torch.stack([m(prev[:, t], acts[:, t], frames[:, t]) for t in range(T)], 1)  # [M, T]
+        h = m.convs(torch.cat([prev.flatten(0, 1), frames.flatten(0, 1)], 1)).flatten(1)  # the original forward
+        orig = m.head(torch.cat([h, acts.flatten(0, 1)], 1))[:, 0] * m.std + m.mean
+        torch.testing.assert_close(ref, orig.view(M, T), atol=1e-5, rtol=1e-5)
+        for rows in (1, 2 * M, 512):  # one step per chunk (carry across chunks), 2 steps, all at once
+            monkeypatch.setattr(reward_mod, "_SEQ_ROWS", rows)
+            torch.testing.assert_close(m.score_sequence(first, frames, acts), ref, atol=1e-5, rtol=1e-5)
+    # the pair path still trains (in-place ReLUs are autograd-safe)
+    m.normalized(prev[:, 0], acts[:, 0], frames[:, 0]).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_decoder_phase_deconv_matches_transposed_conv(monkeypatch):
+    import torch.nn.functional as F
+
+    import noether_rl.models.svg as svg_mod
+
+    torch.manual_seed(0)
+    for ci, co, h, w in [(16, 3, 16, 16), (5, 2, 3, 6), (8, 32, 4, 4)]:
+        x, wt, b = torch.randn(4, ci, h, w), torch.randn(ci, co, 4, 4), torch.randn(co)
+        ref = F.conv_transpose2d(x, wt, b, 2, 1)
+        torch.testing.assert_close(svg_mod._deconv_k4s2_phases(x, wt, b), ref, atol=1e-4, rtol=1e-5)
+        xc, wc = x.contiguous(memory_format=torch.channels_last), wt.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(svg_mod._deconv_k4s2_phases(xc, wc, None), ref - b.view(1, -1, 1, 1),
+                                   atol=1e-4, rtol=1e-5)
+    # in the decoder: the split path with phases == without == the plain concat forward
+    model = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer")).eval()
+    assert svg_mod._phases_apply(model.decoder.levels[-1][0].conv)
+    g, skips = torch.randn(6, 8), [torch.randn(2, 1, c, s, s) for c, s in [(4, 16), (8, 8), (16, 4)]]
+    with torch.no_grad():
+        outs = model.decoder.skip_parts(skips)
+        fast = model.decoder.forward_split(g, outs)
+        monkeypatch.setattr(svg_mod, "_PHASE_MAX_OUT", 0)
+        slow = model.decoder.forward_split(g, outs)
+        plain = model.decoder(g, [s[:, 0].repeat_interleave(3, 0) for s in skips])
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_optimised_imagine_matches_reference_path(monkeypatch):
+    """The default CPU path (channels-last weights, phase deconv, RewardCNN.score_sequence) returns the
+    frames and rewards of the reference path (contiguous weights, transposed conv, reward on built pairs)."""
+    import noether_rl.models.svg as svg_mod
+    from noether_rl.agents.reward import RewardCNN, RewardConfig
+
+    ctx, ca, seqs = _inputs(B=2, N=5, T=4)
+    fast = tiny_world_model()
+    torch.manual_seed(1)
+    fast.reward = RewardCNN(RewardConfig(image_size=S, width=4, hidden=8)).eval()
+    assert fast.predictor.encoder.levels[0][0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    out = fast.imagine(ctx, ca, seqs, tailor=True)
+
+    slow = tiny_world_model()
+    slow.model.to(memory_format=torch.contiguous_format)
+    slow = WorldModel(slow.model, lambda p, a, n: fast.reward(p, a, n), n_past=P, action_dim=1,
+                      frame_shape=(3, S, S), channels_last=False)
+    assert slow.predictor.encoder.levels[0][0].conv.weight.is_contiguous()
+    monkeypatch.setattr(svg_mod, "_PHASE_MAX_OUT", 0)
+    ref = slow.imagine(ctx, ca, seqs, tailor=True)
+    torch.testing.assert_close(out.frames, ref.frames, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.rewards, ref.rewards, atol=1e-5, rtol=1e-4)
+    assert (out.rewards.std() > 0) and (out.frames[:, 0] - out.frames[:, 1]).abs().max() > 1e-4  # not trivial

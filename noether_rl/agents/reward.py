@@ -67,6 +67,9 @@ class RewardConfig:
     hidden: int = 64
 
 
+_SEQ_ROWS = 512  # transitions per conv call in RewardCNN.score_sequence
+
+
 class RewardCNN(nn.Module):
     """cat(prev, next) [2C, H, W] -> 3 stride-2 convs (w, 2w, 2w) + ReLU -> adaptive pool 4x4 -> concat
     action -> MLP -> reward, de-normalised by the training targets' mean/std (buffers)."""
@@ -86,12 +89,59 @@ class RewardCNN(nn.Module):
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
 
-    def normalized(self, prev_frames: Tensor, actions: Tensor, next_frames: Tensor) -> Tensor:
-        h = self.convs(torch.cat([prev_frames, next_frames], 1)).flatten(1)
+    def _after_first_conv(self, h: Tensor, actions: Tensor) -> Tensor:
+        """First conv's output (pre-activation) [M, w, H/2, W/2] -> normalised reward [M]. The ReLUs act in
+        place on conv outputs (autograd-safe); the pooling is skipped where it is an identity (maps already
+        4x4, e.g. 32x32 frames)."""
+        for m in self.convs[1:]:
+            if isinstance(m, nn.ReLU):
+                h = F.relu_(h)
+            elif isinstance(m, nn.AdaptiveAvgPool2d) and tuple(h.shape[-2:]) == (4, 4):
+                continue
+            else:
+                h = m(h)
+        h = h.flatten(1)
         return self.head(torch.cat([h, actions.to(h.dtype)], 1))[:, 0]
+
+    def normalized(self, prev_frames: Tensor, actions: Tensor, next_frames: Tensor) -> Tensor:
+        return self._after_first_conv(self.convs[0](torch.cat([prev_frames, next_frames], 1)), actions)
 
     def forward(self, prev_frames: Tensor, actions: Tensor, next_frames: Tensor) -> Tensor:
         return self.normalized(prev_frames, actions, next_frames) * self.std + self.mean
+
+    def score_sequence(self, first: Tensor, frames: Tensor, actions: Tensor) -> Tensor:
+        """Rewards of the transitions of ``M`` frame sequences: first [M, C, H, W] (frame 0), frames
+        [M, T, C, H, W] (frames 1..T), actions [M, T, A] -> [M, T]; equal to ``forward`` on the pairs
+        (frame t, frame t+1) up to float rounding, without building them: the first conv on
+        ``cat(prev, next)`` is split into its prev and next halves, each frame is convolved once with both
+        (stacked) and the halves of consecutive frames are added. Steps run in chunks of about
+        ``_SEQ_ROWS`` rows on CPU (cache-sized), all at once elsewhere."""
+        M, T = frames.shape[:2]
+        conv = self.convs[0]
+        C = self.cfg.channels
+        k = conv.out_channels
+        w = torch.cat([conv.weight[:, :C], conv.weight[:, C:]], 0)  # [2k, C, kh, kw]: prev half, next half
+
+        def both(x: Tensor) -> Tensor:  # [R, C, H, W] -> [R, 2, k, h, w]
+            y = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+            return y.reshape(y.shape[0], 2, k, *y.shape[2:])
+
+        carry = F.conv2d(first, w[:k], None, conv.stride, conv.padding, conv.dilation, conv.groups)  # prev half
+        steps = max(1, _SEQ_ROWS // max(M, 1)) if frames.device.type == "cpu" else T
+        out = []
+        for t0 in range(0, T, steps):
+            t1 = min(T, t0 + steps)
+            n = t1 - t0
+            y = both(frames[:, t0:t1].flatten(0, 1))
+            y = y.reshape(M, n, *y.shape[1:])  # [M, n, 2, k, h, w]
+            h = y[:, :, 1] + conv.bias.view(1, 1, k, 1, 1).to(y.dtype)  # next halves + bias (a new tensor)
+            h[:, 0] += carry
+            if n > 1:
+                h[:, 1:] += y[:, :-1, 0]
+            carry = y[:, -1, 0]
+            r = self._after_first_conv(h.flatten(0, 1), actions[:, t0:t1].flatten(0, 1))
+            out.append(r.view(M, n))
+        return torch.cat(out, 1) * self.std + self.mean
 
 
 @dataclass(frozen=True)

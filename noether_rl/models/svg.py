@@ -185,15 +185,50 @@ class Decoder(nn.Module):
 
     def forward_split(self, g: Tensor, skip_outs: list[Tensor], adapt: AdaptDict | None = None) -> Tensor:
         """Same as :meth:`forward` given ``skip_outs = skip_parts(...)`` ([B, N or 1, Co, Ho, Wo] each,
-        deep->shallow). g: [B*N, g_dim] example-major -> frames [B*N, C, H, W]."""
+        deep->shallow). g: [B*N, g_dim] example-major -> frames [B*N, C, H, W]. On CPU the frame-producing
+        transposed conv (few output channels) runs as :func:`_deconv_k4s2_phases` (faster there, same values
+        up to float rounding)."""
         d = self._start(g, adapt)
         for j, level in enumerate(self.levels):
             if self.kind == "vgg":
                 d = F.interpolate(d, scale_factor=2, mode="nearest")
-            d = level[0].forward_split(d, skip_outs[j], adapt)
+            first = level[0]
+            if d.device.type == "cpu" and _phases_apply(first.conv):
+                y = _deconv_k4s2_phases(d, first.conv.weight[: d.shape[1]], first.conv.bias)
+                BN, Co, Ho, Wo = y.shape
+                B = skip_outs[j].shape[0]
+                d = first._post((y.view(B, BN // B, Co, Ho, Wo) + skip_outs[j]).view(BN, Co, Ho, Wo), adapt)
+            else:
+                d = first.forward_split(d, skip_outs[j], adapt)
             for blk in level[1:]:
                 d = blk(d, adapt)
         return d
+
+
+_PHASE_MAX_OUT = 4  # output channels up to which the phase form of a stride-2 transposed conv is used (CPU)
+_PHASE_TAP = ((3, 1), (2, 0))  # kernel tap of output phase a for input-window offset dy
+
+
+def _phases_apply(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.ConvTranspose2d) and conv.out_channels <= _PHASE_MAX_OUT
+            and conv.kernel_size == (4, 4) and conv.stride == (2, 2) and conv.padding == (1, 1)
+            and conv.output_padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def _deconv_k4s2_phases(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for 4x4 kernels as ONE stride-1 2x2
+    convolution computing the four output phases (output pixel (2i+a, 2j+b) only sees a 2x2 input window),
+    then one interleaving copy. x [N, Ci, H, W], weight [Ci, Co, 4, 4] -> [N, Co, 2H, 2W]."""
+    N, _, H, W = x.shape
+    Ci, Co = weight.shape[:2]
+    tap = torch.tensor(_PHASE_TAP, device=weight.device)
+    wk = weight[:, :, tap][..., tap]  # [Ci, Co, a, dy, b, dx]
+    w2 = wk.permute(2, 4, 1, 0, 3, 5).reshape(4 * Co, Ci, 2, 2)  # output channels ordered (a, b, o)
+    y = F.conv2d(x, w2, None if bias is None else bias.repeat(4), 1, 1)  # [N, 4*Co, H+1, W+1]
+    sN, sC, sH, sW = y.stride()
+    # out[n, o, i, a, j, b] = y[n, (a, b, o), i + a, j + b]
+    z = y.as_strided((N, Co, H, 2, W, 2), (sN, sC, sH, 2 * Co * sC + sH, sW, Co * sC + sW), y.storage_offset())
+    return z.reshape(N, Co, 2 * H, 2 * W)
 
 
 # ---------------------------------------------------------------------------------------------------------
