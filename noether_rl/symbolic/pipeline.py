@@ -24,8 +24,8 @@ Measured on the real pendulum (``benchmarks/discover_speed.py --system real``, a
 ``p^2 - 2.465 cos q`` (r_true 5.1e-3) and ``p^2 + 1.077 q^2`` (7.7e-3) tie on validation (+0.00003
 +- 0.00010 over 3 blocks); "one_se" picks the energy form, "lowest" the quadratic; on the one test
 trajectory the quadratic then predicts better (0.0366 vs 0.0393, MLP 0.0380; s.e. over 3 seeds 0.006).
-On the ideal and generated systems the two rules pick the same formula (the exact law's imprecise twin
-on two generated springs: see the README).
+On the ideal and generated systems the two rules pick the same formula (at 8b7b469; before it, the exact
+law's unconverged twin on two generated springs, which the filter's refinement rounds now merge).
 
 Noisy data need no clean states: the observation noise is estimated from the data
 (:func:`~noether_rl.symbolic.fit.estimate_noise_std`) and the filter judges each formula by the
