@@ -290,3 +290,16 @@ def test_optimised_imagine_matches_reference_path(monkeypatch):
     torch.testing.assert_close(out.frames, ref.frames, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.rewards, ref.rewards, atol=1e-5, rtol=1e-4)
     assert (out.rewards.std() > 0) and (out.frames[:, 0] - out.frames[:, 1]).abs().max() > 1e-4  # not trivial
+
+
+def test_cpu_world_model_keeps_the_heap(monkeypatch):
+    import ctypes
+    import sys
+
+    import noether_rl.agents.world_model as wm_mod
+
+    if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("glibc only")
+    monkeypatch.setattr(wm_mod, "_HEAP_KEPT", False)
+    tiny_world_model()  # on CPU: sets the allocator once
+    assert wm_mod._HEAP_KEPT and wm_mod.keep_cpu_heap()
