@@ -149,7 +149,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="of the candidate rollouts and the reward (WorldModel precision)")
-    p.add_argument("--channels-last", action="store_true", help="conv weights channels-last (CPU)")
+    p.add_argument("--memory-format", choices=["auto", "channels-last", "contiguous"], default="auto",
+                   help="of the conv weights (WorldModel channels_last; auto: channels-last on CPU)")
+    p.add_argument("--reward-model", help="with --checkpoint: a learned reward model (reward.pt) to time "
+                   "(default: the hand-written pixel reward)")
     p.add_argument("--out")
     args = p.parse_args()
     if args.threads:
@@ -158,15 +161,23 @@ def main() -> None:
     if args.checkpoint:
         from noether_rl.agents.runs import RewardSpec, load_world_model
 
-        wm, _ = load_world_model(args.checkpoint, RewardSpec(kind="pendulum-pixels"), device, Path("."))
+        spec = RewardSpec(kind="learned", path=args.reward_model) if args.reward_model else \
+            RewardSpec(kind="pendulum-pixels")
+        if args.reward_model and not Path(args.reward_model).is_file():
+            p.error(f"--reward-model {args.reward_model} does not exist")
+        wm, _ = load_world_model(args.checkpoint, spec, device, Path("."))
     else:
         wm = random_world_model(args.scale, device, args.n_past)
     wm.precision = args.precision
-    if args.channels_last:
+    if args.memory_format != "auto":
+        wm.model.to(memory_format=torch.contiguous_format)
+        if isinstance(wm.reward, torch.nn.Module):
+            wm.reward.to(memory_format=torch.contiguous_format)
         wm = WorldModel(wm.model, wm.reward, n_past=wm.n_past, action_dim=wm.action_dim, frame_shape=wm.frame_shape,
-                        tailor_cfg=wm.tailor_cfg, inner_lr=wm.inner_lr, precision=args.precision, channels_last=True)
+                        tailor_cfg=wm.tailor_cfg, inner_lr=wm.inner_lr, precision=args.precision,
+                        channels_last=args.memory_format == "channels-last")
     res = {"device": str(device), "torch_threads": torch.get_num_threads(), "scale": args.scale,
-           "precision": args.precision, "channels_last": args.channels_last,
+           "precision": args.precision, "memory_format": args.memory_format, "reward_model": args.reward_model,
            "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
            "iterations": args.iterations, "modes": {}}
     for mode in args.modes:
