@@ -303,3 +303,22 @@ def test_cpu_world_model_keeps_the_heap(monkeypatch):
     monkeypatch.setattr(wm_mod, "_HEAP_KEPT", False)
     tiny_world_model()  # on CPU: sets the allocator once
     assert wm_mod._HEAP_KEPT and wm_mod.keep_cpu_heap()
+
+
+@pytest.mark.parametrize("encoder,size", [("dcgan", 32), ("dcgan", 64), ("vgg", 64)])
+def test_svg_whole_map_convs_as_matmuls_match_the_convs(encoder, size):
+    """The decoder head (transposed conv of the 1x1 code) and the encoder's last conv (covering the whole
+    4x4 map) run as matmuls: same values as the conv modules, gradients included."""
+    torch.manual_seed(0)
+    model = SVG(SVGConfig(image_size=size, encoder=encoder, width=4, g_dim=8, rnn_size=16, rnn_layers=1,
+                          norm="layer"))
+    x = torch.rand(3, 3, size, size)
+    code, skips = model.encoder(x)
+    h = skips[-1] if encoder == "dcgan" else torch.nn.functional.max_pool2d(skips[-1], 2)
+    ref = model.encoder.last(h).flatten(1)
+    torch.testing.assert_close(code, ref, atol=1e-6, rtol=1e-5)
+    g = torch.randn(3, 8)
+    torch.testing.assert_close(model.decoder._start(g, None), model.decoder.head(g.view(3, 8, 1, 1)),
+                               atol=1e-6, rtol=1e-5)
+    (code.sum() + model.decoder._start(g, None).sum()).backward()
+    assert model.encoder.last.conv.weight.grad.abs().sum() > 0 and model.decoder.head.conv.weight.grad.abs().sum() > 0
