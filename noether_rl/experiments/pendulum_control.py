@@ -113,7 +113,8 @@ class Scale:
     dream_envs: int = 8
 
 
-# "small": the CPU default (about half an hour on 2 cores, 52 CPU-minutes measured); "paper": the paper's 64x64 frames, GPU-sized budgets
+# "small": the CPU default (about 55 minutes on 2 cores at 215ec17: SVG 3, free-running fine-tune 27 at ~20 s an
+# epoch, meta-training 9, MPC rows 13, PPO 2.5, the rest 1); "paper": the paper's 64x64 frames, GPU-sized budgets
 # (the names the other ``reproduce`` experiments use)
 SCALES: dict[str, Scale] = {
     "small": Scale(),
