@@ -114,34 +114,28 @@ class RewardCNN(nn.Module):
         [M, T, C, H, W] (frames 1..T), actions [M, T, A] -> [M, T]; equal to ``forward`` on the pairs
         (frame t, frame t+1) up to float rounding, without building them: the first conv on
         ``cat(prev, next)`` is split into its prev and next halves, each frame is convolved once with both
-        (stacked) and the halves of consecutive frames are added. Steps run in chunks of about
-        ``_SEQ_ROWS`` rows on CPU (cache-sized), all at once elsewhere."""
+        (stacked) and the halves of consecutive frames are added. Sequences run in chunks of about
+        ``_SEQ_ROWS`` transitions on CPU (cache-sized; contiguous slices, no copies), all at once elsewhere."""
         M, T = frames.shape[:2]
         conv = self.convs[0]
         C = self.cfg.channels
         k = conv.out_channels
         w = torch.cat([conv.weight[:, :C], conv.weight[:, C:]], 0)  # [2k, C, kh, kw]: prev half, next half
+        bias = conv.bias.view(1, 1, k, 1, 1)
 
-        def both(x: Tensor) -> Tensor:  # [R, C, H, W] -> [R, 2, k, h, w]
-            y = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-            return y.reshape(y.shape[0], 2, k, *y.shape[2:])
+        def part(first: Tensor, frames: Tensor, actions: Tensor) -> Tensor:
+            m = frames.shape[0]
+            y = F.conv2d(frames.flatten(0, 1), w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+            y = y.reshape(m, T, 2, k, *y.shape[2:])  # [m, T, 2, k, h, w]
+            h = y[:, :, 1] + bias.to(y.dtype)  # next halves + bias (a new tensor)
+            h[:, 0] += F.conv2d(first, w[:k], None, conv.stride, conv.padding, conv.dilation, conv.groups)
+            if T > 1:
+                h[:, 1:] += y[:, :-1, 0]  # prev half of frame t-1
+            return self._after_first_conv(h.flatten(0, 1), actions.flatten(0, 1)).view(m, T)
 
-        carry = F.conv2d(first, w[:k], None, conv.stride, conv.padding, conv.dilation, conv.groups)  # prev half
-        steps = max(1, _SEQ_ROWS // max(M, 1)) if frames.device.type == "cpu" else T
-        out = []
-        for t0 in range(0, T, steps):
-            t1 = min(T, t0 + steps)
-            n = t1 - t0
-            y = both(frames[:, t0:t1].flatten(0, 1))
-            y = y.reshape(M, n, *y.shape[1:])  # [M, n, 2, k, h, w]
-            h = y[:, :, 1] + conv.bias.view(1, 1, k, 1, 1).to(y.dtype)  # next halves + bias (a new tensor)
-            h[:, 0] += carry
-            if n > 1:
-                h[:, 1:] += y[:, :-1, 0]
-            carry = y[:, -1, 0]
-            r = self._after_first_conv(h.flatten(0, 1), actions[:, t0:t1].flatten(0, 1))
-            out.append(r.view(M, n))
-        return torch.cat(out, 1) * self.std + self.mean
+        rows = max(1, _SEQ_ROWS // max(T, 1)) if frames.device.type == "cpu" else M
+        r = torch.cat([part(first[i:i + rows], frames[i:i + rows], actions[i:i + rows]) for i in range(0, M, rows)])
+        return r * self.std + self.mean
 
 
 @dataclass(frozen=True)
