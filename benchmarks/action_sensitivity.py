@@ -20,7 +20,6 @@ to the true state (the angle difference between them), printed as "true-dynamics
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 import numpy as np
@@ -30,6 +29,7 @@ from noether_rl.agents.runs import mean_se
 from noether_rl.data import EpisodeWindows
 from noether_rl.eval.pendulum_angle import angle_error_deg, decode_angle
 from noether_rl.training.loading import load_model
+from noether_rl.utils.io import atomic_write_json
 
 
 def true_rollout(state: np.ndarray, actions: np.ndarray, g: float = 10.0, m: float = 1.0, length: float = 1.0,
@@ -58,7 +58,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--episodes", default="60-69", help="episode ids, e.g. 60-69 (the demo's validation split)")
+    p.add_argument("--episodes", default="60-69",
+                   help="episode ids, e.g. 60-69 (the small pendulum-control scale's validation split)")
     p.add_argument("--n-past", type=int, default=4)
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--stride", type=int, default=10)
@@ -82,7 +83,8 @@ def main() -> None:
     res: dict[str, object] = {"checkpoint": a.checkpoint, "windows": len(idx), "episodes": len(set(owner))}
     errs = {}
     for name, act in (("true", actions), ("shuffled", shuffled)):
-        pred = svg.rollout(frames[:, :P], act, T).pred  # [B, T, C, H, W]
+        gen = torch.Generator().manual_seed(a.seed)  # SVG-LP: the same prior noise for both
+        pred = svg.rollout(frames[:, :P], act, T, generator=gen).pred  # [B, T, C, H, W]
         errs[name] = angle_error_deg(decode_angle(pred), true_theta).numpy()  # [B, T]
     # what the true dynamics make of the two action sequences from the same true state
     th_a = true_rollout(states[:, P - 1].numpy(), actions[:, P - 1:, 0].numpy())
@@ -92,9 +94,7 @@ def main() -> None:
     def per_episode(x: np.ndarray) -> np.ndarray:
         return np.stack([x[owner == o].mean(0) for o in sorted(set(owner))])
 
-    for k in (1, 5, 10, T):
-        if k > T:
-            continue
+    for k in sorted({1, 5, 10, T} & set(range(1, T + 1))):
         e_t, e_s = per_episode(errs["true"])[:, k - 1], per_episode(errs["shuffled"])[:, k - 1]
         res[f"step {k}"] = {"true actions": mean_se(e_t), "shuffled actions": mean_se(e_s),
                             "shuffled - true": mean_se(e_s - e_t),
@@ -104,8 +104,7 @@ def main() -> None:
               f"  diff {f['shuffled - true']['mean']:+.1f} ± {f['shuffled - true']['se']:.1f}"
               f"  (true dynamics: shuffle moves the angle {f['true-dynamics effect of the shuffle']['mean']:.1f})")
     if a.out:
-        with open(a.out, "w") as fh:
-            json.dump(res, fh, indent=1)
+        atomic_write_json(a.out, res)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     base = random_world_model("small", torch.device("cpu"), 4)
+    # a CPU WorldModel stores its weights channels-last by default: undo it, each arm chooses its own format
+    base.model.to(memory_format=torch.contiguous_format)
+    if isinstance(base.reward, torch.nn.Module):
+        base.reward.to(memory_format=torch.contiguous_format)
     agents: dict[str, MPCAgent] = {}
     for prec, cl in (("float32", False), ("float32", True), ("bfloat16", True)):
         for tailor in (False, True):

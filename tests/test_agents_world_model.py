@@ -173,7 +173,11 @@ def test_inner_lr_override_is_used_and_learned_lr_is_read_once():
 
 def test_bfloat16_and_channels_last_candidates_match_float32():
     ctx, ca, seqs = _inputs()
-    ref = tiny_world_model().imagine(ctx, ca, seqs, tailor=True)
+    base = tiny_world_model()  # channels-last by default on the CPU: the reference is built contiguous
+    ref_model = base.model.to(memory_format=torch.contiguous_format)
+    ref_wm = WorldModel(ref_model, base.reward, n_past=P, action_dim=1, frame_shape=(3, S, S), channels_last=False)
+    assert all(p.is_contiguous() for p in ref_wm.model.parameters())
+    ref = ref_wm.imagine(ctx, ca, seqs, tailor=True)
     cl = tiny_world_model()
     cl = WorldModel(cl.model, cl.reward, n_past=P, action_dim=1, frame_shape=(3, S, S), channels_last=True)
     torch.testing.assert_close(cl.imagine(ctx, ca, seqs, tailor=True).frames, ref.frames, atol=1e-5, rtol=1e-4)
@@ -232,7 +236,7 @@ def test_reward_cnn_score_sequence_matches_forward_on_pairs(monkeypatch, size, c
         h = m.convs(torch.cat([prev.flatten(0, 1), frames.flatten(0, 1)], 1)).flatten(1)  # the original forward
         orig = m.head(torch.cat([h, acts.flatten(0, 1)], 1))[:, 0] * m.std + m.mean
         torch.testing.assert_close(ref, orig.view(M, T), atol=1e-5, rtol=1e-5)
-        for rows in (1, 2 * M, 512):  # one step per chunk (carry across chunks), 2 steps, all at once
+        for rows in (T, 2 * T, 512):  # one sequence per chunk, two (chunks of 2 and 1), all at once
             monkeypatch.setattr(reward_mod, "_SEQ_ROWS", rows)
             torch.testing.assert_close(m.score_sequence(first, frames, acts), ref, atol=1e-5, rtol=1e-5)
     # the pair path still trains (in-place ReLUs are autograd-safe)
@@ -301,6 +305,10 @@ def test_cpu_world_model_keeps_the_heap(monkeypatch):
     if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"):
         pytest.skip("glibc only")
     monkeypatch.setattr(wm_mod, "_HEAP_KEPT", False)
+    monkeypatch.setenv("NOETHER_RL_KEEP_CPU_HEAP", "0")  # the opt-out
+    tiny_world_model()
+    assert not wm_mod._HEAP_KEPT and not wm_mod.keep_cpu_heap()
+    monkeypatch.delenv("NOETHER_RL_KEEP_CPU_HEAP")
     tiny_world_model()  # on CPU: sets the allocator once
     assert wm_mod._HEAP_KEPT and wm_mod.keep_cpu_heap()
 

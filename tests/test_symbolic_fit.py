@@ -233,3 +233,13 @@ def test_refinement_runs_until_the_parameters_stop_moving() -> None:
     cfg = FilterConfig(min_ratio=10.0)
     assert len(deduplicate(exprs, res.params, x, np.arange(2), cfg)) == 1
     assert len(deduplicate(exprs, one.params, x, np.arange(2), cfg)) == 2
+
+
+def test_filter_config_refuses_a_negative_refinement_budget():
+    from noether_rl.errors import UserError
+    from noether_rl.symbolic.fit import FilterConfig
+
+    FilterConfig(refine_rounds=0)  # no refinement is allowed
+    for bad in (dict(refine_rounds=-1), dict(refine_tol=0.0)):
+        with pytest.raises(UserError, match="refine"):
+            FilterConfig(**bad)

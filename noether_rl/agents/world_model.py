@@ -87,11 +87,15 @@ def keep_cpu_heap() -> bool:
     """Have glibc keep freed tensor memory in the process heap (``mallopt``: no ``mmap`` for blocks up to
     32 MiB, heap top trimmed only beyond 1 GiB). PyTorch's CPU allocator does not cache: by default every
     rollout step's activation maps (~0.5-4 MiB) are mmap'ed, page-faulted in and unmapped again: on the
-    default small model 7% (idle machine) to 35% (loaded machine) of the candidate rollouts' CPU time. Process-wide and idempotent; called by :class:`WorldModel` on CPU; a no-op (False) off glibc.
-    Cost: the process keeps up to ~1 GiB of freed memory instead of returning it to the OS."""
+    default small model 7% (idle machine) to 35% (loaded machine) of the candidate rollouts' CPU time.
+    Process-wide and idempotent; called by :class:`WorldModel` on CPU; a no-op (False) off glibc or when the
+    environment sets ``NOETHER_RL_KEEP_CPU_HEAP=0``. Cost: the process keeps up to ~1 GiB of freed memory
+    instead of returning it to the OS."""
     global _HEAP_KEPT
     if _HEAP_KEPT:
         return True
+    if os.environ.get("NOETHER_RL_KEEP_CPU_HEAP", "1") == "0":
+        return False
     if not sys.platform.startswith("linux"):
         return False
     try:

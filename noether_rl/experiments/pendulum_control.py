@@ -116,6 +116,7 @@ class Scale:
 # "small": the CPU default (about 55 minutes on 2 cores at 215ec17: SVG 3, free-running fine-tune 27 at ~20 s an
 # epoch, meta-training 9, MPC rows 13, PPO 2.5, the rest 1); "paper": the paper's 64x64 frames, GPU-sized budgets
 # (the names the other ``reproduce`` experiments use)
+# (the paper scale's free_running_epochs=30 is a guess, not chosen on validation data: never run, no GPU yet)
 SCALES: dict[str, Scale] = {
     "small": Scale(),
     "paper": Scale(size=64, width=64, g_dim=128, rnn_size=256, episodes=240, train_episodes=200, val_episodes=20,

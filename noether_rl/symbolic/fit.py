@@ -66,7 +66,7 @@ class FilterConfig:
     # the refinement runs in rounds of refine_steps (each from the previous round's parameters, the lr
     # schedule restarted) until a round moves no parameter by more than refine_tol characteristic units
     # or no longer lowers r, at most refine_rounds rounds: one round moves a parameter by at most ~1 unit
-    refine_rounds: int = 10
+    refine_rounds: int = 10  # 0 = no refinement (the first fit only)
     refine_tol: float = 1e-3
     restarts: int = 2  # restart 0 starts every parameter at 1 characteristic unit, the others at N(0, 1)
     min_ratio: float = 100.0
@@ -83,6 +83,11 @@ class FilterConfig:
     dedup_max: float = 1e-5
     seed: int = 0
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.refine_rounds < 0 or not self.refine_tol > 0:
+            raise UserError(f"FilterConfig: need refine_rounds >= 0 and refine_tol > 0, got {self.refine_rounds} "
+                            f"and {self.refine_tol}")
 
 
 @dataclass
