@@ -20,10 +20,12 @@ to the true state (the angle difference between them), printed as "true-dynamics
 from __future__ import annotations
 
 import argparse
-import math
 
+import gymnasium as gym
 import numpy as np
 import torch
+from mpc_oracle import PendulumOracle  # benchmarks/ (this script's folder is on sys.path)
+from torch import Tensor
 
 from noether_rl.agents.runs import mean_se
 from noether_rl.data import EpisodeWindows
@@ -32,17 +34,18 @@ from noether_rl.training.loading import load_model
 from noether_rl.utils.io import atomic_write_json
 
 
-def true_rollout(state: np.ndarray, actions: np.ndarray, g: float = 10.0, m: float = 1.0, length: float = 1.0,
-                 dt: float = 0.05) -> np.ndarray:
-    """Pendulum-v1 dynamics, batched: state [B, 2] (theta, theta_dot), actions [B, T] -> theta [B, T]."""
-    th, thd = state[:, 0].astype(np.float64), state[:, 1].astype(np.float64)
+def true_thetas(state: Tensor, actions: Tensor) -> Tensor:
+    """Pendulum-v1's exact dynamics (``mpc_oracle.PendulumOracle``, constants read from the env): state [B, 2]
+    (theta, theta_dot), actions [B, T] -> theta [B, T] after each action."""
+    env = gym.make("Pendulum-v1")
+    oracle = PendulumOracle(env)
+    env.close()
+    th, thd = state[:, 0].double(), state[:, 1].double()
     out = []
-    for t in range(actions.shape[1]):
-        u = np.clip(actions[:, t], -2.0, 2.0)
-        thd = np.clip(thd + (3 * g / (2 * length) * np.sin(th) + 3.0 / (m * length**2) * u) * dt, -8.0, 8.0)
-        th = th + thd * dt
+    for t in range(actions.shape[1]):  # sequential by nature; every window at once
+        th, thd, _ = oracle.step(th, thd, actions[:, t].double())
         out.append(th)
-    return np.stack(out, 1)
+    return torch.stack(out, 1)
 
 
 def _parse_range(s: str) -> list[int]:
@@ -87,9 +90,9 @@ def main() -> None:
         pred = svg.rollout(frames[:, :P], act, T, generator=gen).pred  # [B, T, C, H, W]
         errs[name] = angle_error_deg(decode_angle(pred), true_theta).numpy()  # [B, T]
     # what the true dynamics make of the two action sequences from the same true state
-    th_a = true_rollout(states[:, P - 1].numpy(), actions[:, P - 1:, 0].numpy())
-    th_b = true_rollout(states[:, P - 1].numpy(), shuffled[:, P - 1:, 0].numpy())
-    effect = np.abs((th_a - th_b + math.pi) % (2 * math.pi) - math.pi) * 180 / math.pi
+    th_a = true_thetas(states[:, P - 1], actions[:, P - 1:, 0])
+    th_b = true_thetas(states[:, P - 1], shuffled[:, P - 1:, 0])
+    effect = angle_error_deg(th_a, th_b).numpy()  # [B, T] wrapped to [0, 180]
 
     def per_episode(x: np.ndarray) -> np.ndarray:
         return np.stack([x[owner == o].mean(0) for o in sorted(set(owner))])
