@@ -40,12 +40,14 @@ import dataclasses
 import itertools
 import os
 import sys
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from noether_rl.agents.cuda_graph import CaptureBackend, GraphCache
 from noether_rl.agents.reward import RewardModel
 from noether_rl.errors import UserError
 from noether_rl.models.svg import WarmStart
@@ -129,12 +131,23 @@ class WorldModel:
     channels_last: store the conv weights channels-last (same values, ~10% faster convolutions on CPU);
         default (None): on when the model is on the CPU. This changes the memory format of ``model``'s
         (and a module reward's) parameters in place.
+    cuda_graph: run :meth:`imagine_prepared` (the rollout of all candidates under the prepared, possibly
+        tailored, tensors + the reward) as a CUDA graph, captured per (B, N, T, preparation structure,
+        precision) on first use and replayed after copying the inputs into its static buffers (outputs are
+        clones); ``prepare`` (warm start, tailoring) stays eager. For launch-bound GPUs (small models, many
+        steps). Needs the model on a CUDA device: on CPU it is refused (UserError). A stochastic predictor
+        draws from the default CUDA generator inside the graph (fresh numbers per replay, not the eager
+        stream); an explicit ``generator`` with a stochastic predictor is refused (UserError). If capture
+        fails the candidates run eagerly from then on, with one warning. After replacing the model's
+        parameter tensors (not in-place updates) call :meth:`use_cuda_graph` again. See
+        :mod:`noether_rl.agents.cuda_graph`; ``benchmarks/mpc_speed.py --cuda-graph``.
     """
 
     def __init__(self, model: nn.Module, reward: RewardModel, *, n_past: int, action_dim: int,
                  frame_shape: tuple[int, int, int], tailor_cfg: TailorConfig | None = None,
                  tailor_mode: TailorMode = "shared", inner_lr: float | None = None,
-                 precision: Precision = "float32", channels_last: bool | None = None) -> None:
+                 precision: Precision = "float32", channels_last: bool | None = None,
+                 cuda_graph: bool = False) -> None:
         if n_past < 1:
             raise UserError(f"n_past must be >= 1, got {n_past}")
         if tailor_mode not in ("shared", "per_candidate"):
@@ -171,12 +184,41 @@ class WorldModel:
             self.tailor_cfg = None
             self.inner_lr = None
         self.tailor_mode: TailorMode = tailor_mode
+        self._graphs: GraphCache | None = None
+        self._graph_failed = False
+        if cuda_graph:
+            self.use_cuda_graph(True)
+
+    def use_cuda_graph(self, enabled: bool = True, *, backend: CaptureBackend | None = None,
+                       max_graphs: int = 8) -> None:
+        """Turn the CUDA graphs of :meth:`imagine_prepared` on (dropping any captured ones) or off.
+        ``backend``: the capture backend (default ``torch.cuda.CUDAGraph``, which needs the model on CUDA;
+        tests pass :class:`~noether_rl.agents.cuda_graph.EagerReplay` to run the bookkeeping on CPU)."""
+        self._graphs = None
+        self._graph_failed = False
+        if not enabled:
+            return
+        if backend is None and self.device.type != "cuda":
+            raise UserError(f"cuda_graph needs the world model on a CUDA device, it is on {self.device.type}; "
+                            "leave cuda_graph off (--cuda-graph) there")
+        self._graphs = GraphCache(backend, max_graphs=max_graphs)
+
+    @property
+    def cuda_graph(self) -> bool:
+        """True when :meth:`imagine_prepared` runs through CUDA graphs."""
+        return self._graphs is not None and not self._graph_failed
+
+    def graph_stats(self) -> dict[str, Any]:
+        """Graphs held, captures and replays so far, and whether capture failed (then: eager)."""
+        g = self._graphs
+        return {"enabled": g is not None, "failed": self._graph_failed, "graphs": 0 if g is None else len(g),
+                "captures": 0 if g is None else g.captures, "replays": 0 if g is None else g.replays}
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], reward: RewardModel, *, device: torch.device | str = "cpu",
                         n_past: int | None = None, inner_steps: int | None = None, inner_lr: float | None = None,
-                        tailor_mode: TailorMode = "shared") -> WorldModel:
+                        tailor_mode: TailorMode = "shared", cuda_graph: bool = False) -> WorldModel:
         """An SVG or Noether checkpoint (``noether-rl train`` / ``meta-train``). ``n_past`` defaults to the
         training context length; ``inner_steps``/``inner_lr`` override the tailoring inner loop."""
         from noether_rl.training.loading import load_model
@@ -192,7 +234,7 @@ class WorldModel:
             tcfg = replace(module.cfg.tailor, steps=inner_steps)
         return cls(module, reward, n_past=n_past or loaded.config.data.n_past, action_dim=cfg.action_dim,
                    frame_shape=(cfg.channels, cfg.image_size, cfg.image_size), tailor_cfg=tcfg,
-                   tailor_mode=tailor_mode, inner_lr=inner_lr)
+                   tailor_mode=tailor_mode, inner_lr=inner_lr, cuda_graph=cuda_graph)
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -291,16 +333,49 @@ class WorldModel:
         """Imagine ``N`` candidates ``[B, N, horizon, A]`` per prepared problem in ONE batched rollout."""
         B = prep.context.shape[0]
         seqs = self._check_seqs(action_seqs, B, prep.horizon)
-        _, N, T, A = seqs.shape
+        if self._graphs is not None and not self._graph_failed:
+            return self._imagine_graphed(prep, seqs, generator)
+        return self._imagine_seqs(prep, seqs, generator)
+
+    def _imagine_seqs(self, prep: Prepared, seqs: Tensor, generator: torch.Generator | None,
+                      graphed: bool = False) -> Imagined:
+        """The candidate scoring path (eager, or the function a CUDA graph captures when ``graphed``)."""
+        B, N, T, A = seqs.shape
         P = self.n_past
 
         full = torch.cat([prep.context_actions[:, None].expand(B, N, P - 1, A), seqs], 2).reshape(B * N, P - 1 + T, A)
         adapt = None if prep.adapt is None else {k: _over(N, v) for k, v in prep.adapt.items()}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+        # a graph must not use autocast's weight cache (its casts would live in the captured pool)
+        cache = {"cache_enabled": False} if graphed else {}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16", **cache):
             pred = self._candidates(prep, full, T, adapt, N, generator)
             last = _over(N, prep.context[:, -1:])
             out = self._score(last, pred, seqs)
         return Imagined(frames=out.frames.float(), rewards=out.rewards.float())
+
+    def _imagine_graphed(self, prep: Prepared, seqs: Tensor, generator: torch.Generator | None) -> Imagined:
+        """:meth:`_imagine_seqs` through the graph of this (shape, preparation structure, precision)."""
+        assert self._graphs is not None
+        if generator is not None and bool(getattr(self.predictor, "stochastic", False)):
+            raise UserError("cuda_graph with a stochastic predictor samples from the default CUDA generator; "
+                            "pass generator=None (seed with torch.cuda.manual_seed) or turn cuda_graph off")
+        flat, spec = _flatten_prep(prep)
+
+        def fn(seqs: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+            out = self._imagine_seqs(_unflatten_prep(list(tensors), spec), seqs, None, graphed=True)
+            return out.frames, out.rewards
+
+        try:
+            frames, rewards = self._graphs(("imagine", spec, self.precision), fn, [seqs, *flat])
+        except UserError:
+            raise
+        except RuntimeError as e:  # capture failed (e.g. a reward function that syncs): eager from now on
+            warnings.warn(f"CUDA graph capture of the candidate rollouts failed ({str(e).splitlines()[0][:200]}); "
+                          "running them eagerly", RuntimeWarning, stacklevel=3)
+            self._graph_failed = True
+            self._graphs.clear()
+            return self._imagine_seqs(prep, seqs, generator)
+        return Imagined(frames=frames, rewards=rewards)
 
     def _candidates(self, prep: Prepared, full: Tensor, T: int, adapt: dict[str, Tensor] | None, N: int,
                     generator: torch.Generator | None) -> Tensor:
@@ -347,6 +422,50 @@ class WorldModel:
             return self._score(ctx[:, -1:], pred, seqs)
         prep = self.prepare(context, ctx_a, T, tailor=tailor, plan=seqs.mean(1), generator=generator)
         return self.imagine_prepared(prep, seqs, generator=generator)
+
+
+def _flatten_prep(prep: Prepared) -> tuple[list[Tensor], tuple]:
+    """The tensors of a preparation in a fixed order, and a hashable spec of everything else (keys, counts,
+    ints) from which :func:`_unflatten_prep` rebuilds it."""
+    tensors = [prep.context, prep.context_actions]
+    akeys = None if prep.adapt is None else tuple(sorted(prep.adapt))
+    if akeys is not None:
+        assert prep.adapt is not None
+        tensors += [prep.adapt[k] for k in akeys]
+    wspec = None
+    w = prep.warm
+    if w is not None:
+        skeys = tuple(w.states)
+        tensors.append(w.h_gt)
+        tensors += list(w.skip_outs)
+        for k in skeys:
+            for h, c in w.states[k]:
+                tensors += [h, c]
+        if w.kl is not None:
+            tensors.append(w.kl)
+        wspec = (w.n_past, w.horizon, w.posterior, len(w.skip_outs), tuple((k, len(w.states[k])) for k in skeys),
+                 w.kl is not None)
+    return tensors, (prep.horizon, prep.tailored, akeys, wspec)
+
+
+def _unflatten_prep(tensors: list[Tensor], spec: tuple) -> Prepared:
+    horizon, tailored, akeys, wspec = spec
+    it = iter(tensors)
+    context, context_actions = next(it), next(it)
+    adapt = None if akeys is None else {k: next(it) for k in akeys}
+    warm = None
+    if wspec is not None:
+        n_past, w_horizon, posterior, n_skips, skeys, has_kl = wspec
+        h_gt = next(it)
+        skip_outs = [next(it) for _ in range(n_skips)]
+        states = {k: [(next(it), next(it)) for _ in range(n)] for k, n in skeys}
+        kl = next(it) if has_kl else None
+        warm = WarmStart(n_past=n_past, horizon=w_horizon, h_gt=h_gt, skip_outs=skip_outs, states=states, kl=kl,
+                         posterior=posterior)
+    rest = list(it)
+    assert not rest, f"{len(rest)} tensors left over"
+    return Prepared(context=context, context_actions=context_actions, horizon=horizon, adapt=adapt, warm=warm,
+                    tailored=tailored)
 
 
 __all__ = ["Imagined", "Prepared", "TailorMode", "WorldModel", "keep_cpu_heap", "obs_to_tensor", "tensor_to_obs"]
