@@ -11,6 +11,13 @@
    (results, per-seed evaluations and window scores, training metrics; not the checkpoints, ~15 MB each). Each
    stage stops at ``--deadline-s`` (wall) so the files come back.
 
+3. ``--only mpc-graph`` (issue 10, section 6, CUDA graphs): ONE process of ``benchmarks/mpc_speed.py
+   --compare-graph`` at the paper scale (256 x 15 x 3): untailored and tailored (shared), eager vs
+   ``WorldModel(cuda_graph=True)``, float32 then bfloat16 (arms past the process's deadline are skipped; each
+   arm catches its own exception), the eager ``prepare`` alone, and graph-vs-eager agreement (max abs
+   differences of scores, rewards, frames, planned actions) -> ``OUT/mpc_graph.json``; stopped at 240 s wall.
+   Not part of the default session.
+
 The GPU image has no ffmpeg: without ``imageio_ffmpeg`` the side-by-side videos are written as GIFs instead.
 """
 
@@ -81,7 +88,7 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=480.0, help="wall seconds for the whole session")
     p.add_argument("--ramp-dir", type=Path, default=Path("/tmp/ramp_gpu"))
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU")
-    p.add_argument("--only", choices=["mpc", "ramp"], default=None)
+    p.add_argument("--only", choices=["mpc", "ramp", "mpc-graph"], default=None)
     p.add_argument("--ramp-seed", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.dry_run:
@@ -113,6 +120,17 @@ def main() -> None:
                                           "--iterations", "3"])
             _run(cmd, min(deadline, time.time() + 150), log)
         stages["mpc"] = time.time() - t
+    if args.only == "mpc-graph":
+        t = time.time()
+        cmd = [py, str(ROOT / "benchmarks" / "mpc_speed.py"), "--device", args.device, "--compare-graph",
+               "--out", str(args.out / "mpc_graph.json")]
+        cmd += (["--scale", "small", "--population", "16", "--horizon", "4", "--iterations", "1", "--repeats", "2",
+                 "--deadline-s", "100"] if args.dry_run else
+                ["--scale", "paper", "--population", "256", "--horizon", "15", "--iterations", "3", "--repeats", "7",
+                 "--precisions", "float32", "bfloat16", "--deadline-s", "200"])
+        rc = _run(cmd, min(deadline, time.time() + 240), log)
+        stages["mpc_graph"] = time.time() - t
+        stages["mpc_graph_rc"] = rc
     if args.only in (None, "ramp"):
         t = time.time()
         sys.path.insert(0, str(ROOT))

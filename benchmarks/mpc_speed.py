@@ -18,6 +18,18 @@ Fidelity (``--checkpoint``, a trained Noether model): for ``--fidelity-contexts`
 in the three modes and also executed in the real env; reported: frame MSE per mode (mean over steps and
 candidates, then mean ± s.e. over contexts) and paired differences against ``untailored``.
 Writes JSON to ``--out`` (default: print only).
+
+CUDA graphs (``WorldModel(cuda_graph=True)``: the candidate rollouts + reward replayed as one graph per shape;
+the per-step preparation and tailoring stay eager). ``--cuda-graph`` times the modes with graphs on.
+``--compare-graph`` (one process, ``--deadline-s`` wall): for each ``--precisions`` and mode untailored /
+shared, eager vs graph arms (median of ``--repeats`` plan calls after one warm-up plan, which captures), the
+eager ``prepare`` alone (the part graphs do not touch: a floor on the step time), and checks that graph and
+eager agree on the same inputs (max abs difference of rewards, scores and frames on a second set of
+candidates and a second context after the capture; the planned actions of two plan calls from the same
+seed). Each arm catches its own exception and the JSON is rewritten after every arm. On a CPU the graph
+arms run through the EagerReplay backend (re-runs eagerly: checks the plumbing, times nothing real).
+
+    python benchmarks/mpc_speed.py --scale paper --population 256 --device cuda --compare-graph --out g.json
 """
 
 from __future__ import annotations
@@ -59,6 +71,11 @@ def random_world_model(scale: str, device: torch.device, n_past: int) -> WorldMo
                       frame_shape=(3, s["image_size"], s["image_size"]))
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iterations: int, repeats: int,
               device: torch.device) -> dict:
     wm.tailor_mode = "per_candidate" if mode == "per_candidate" else "shared"
@@ -78,6 +95,158 @@ def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iteratio
     med = statistics.median(times)
     return {"median_s_per_step": med, "control_rate_hz": 1.0 / med, "median_cpu_s_per_step": statistics.median(cpu),
             "repeats": repeats}
+
+
+def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    d = (a.double() - b.double()).abs()
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return float(torch.where(both_nan, torch.zeros_like(d), d).max())
+
+
+@torch.no_grad()
+def graph_agreement(wm: WorldModel, mode: str, population: int, horizon: int, iterations: int,
+                    device: torch.device, backend=None) -> dict:
+    """Graph vs eager on the same inputs: imagine_prepared on two candidate sets and two contexts after the
+    capture, and two plan calls of a seeded planner (``backend``: the capture backend, None = CUDA graphs)."""
+    tailor = mode != "untailored"
+    g = torch.Generator().manual_seed(123)
+    C, Hs, Ws = wm.frame_shape
+    P = wm.n_past
+
+    def inputs():
+        ctx = torch.rand(1, P, C, Hs, Ws, generator=g).to(device)
+        ca = (torch.rand(1, P - 1, wm.action_dim, generator=g) * 4 - 2).to(device)
+        seqs = (torch.rand(1, population, horizon, wm.action_dim, generator=g) * 4 - 2).to(device)
+        return ctx, ca, seqs
+
+    out: dict = {}
+    sets = [inputs() for _ in range(3)]
+    preps = [wm.prepare(ctx, ca, horizon, tailor=tailor, plan=seqs.mean(1)) for ctx, ca, seqs in sets]
+    # the first call captures on set 0; sets 1 (new candidates, same preparation) and 2 (new context) replay
+    calls = [(preps[0], sets[0][2]), (preps[0], sets[1][2]), (preps[2], sets[2][2])]
+    wm.use_cuda_graph(False)
+    eager = [wm.imagine_prepared(p, s) for p, s in calls]
+    wm.use_cuda_graph(True, backend=backend)
+    graphed = [wm.imagine_prepared(p, s) for p, s in calls]
+    _sync(device)
+    out["graph_stats_imagine"] = wm.graph_stats()
+    for i, (e, gr) in enumerate(zip(eager, graphed, strict=True)):
+        se, sg = e.rewards.sum(-1), gr.rewards.sum(-1)
+        out[f"call{i}"] = {"rewards_max_abs_diff": _max_abs(gr.rewards, e.rewards),
+                           "scores_max_abs_diff": _max_abs(sg, se),
+                           "scores_max_abs": float(se.abs().max()),
+                           "frames_max_abs_diff": _max_abs(gr.frames, e.frames),
+                           "best_candidate_same": bool((se.argmax(1) == sg.argmax(1)).all())}
+    # whole plan calls (seeded planner): eager, then graphs
+    rng = np.random.default_rng(7)
+    obs = [rng.integers(0, 256, size=wm.obs_shape, dtype=np.uint8) for _ in range(2)]
+    plans = {}
+    for name, on in (("eager", False), ("graph", True)):
+        wm.use_cuda_graph(on, backend=backend if on else None)
+        planner = make_planner("cem", horizon, [-2.0], [2.0], population=population, iterations=iterations, seed=0,
+                               device=device)
+        agent = MPCAgent(wm, planner, MPCConfig(tailor=tailor))
+        a0, _ = agent.predict(obs[0])
+        p0 = agent._plan.clone()
+        a1, _ = agent.predict(obs[1], episode_start=np.array([False]))
+        plans[name] = (a0, a1, p0, agent._plan.clone())
+    e, gr = plans["eager"], plans["graph"]
+    out["plan"] = {"action_max_abs_diff": max(float(np.abs(e[0] - gr[0]).max()), float(np.abs(e[1] - gr[1]).max())),
+                   "plan_max_abs_diff": max(_max_abs(gr[2], e[2]), _max_abs(gr[3], e[3])),
+                   "actions_eager": [e[0].tolist(), e[1].tolist()], "actions_graph": [gr[0].tolist(), gr[1].tolist()]}
+    wm.use_cuda_graph(False)
+    return out
+
+
+@torch.no_grad()
+def time_prepare(wm: WorldModel, mode: str, horizon: int, repeats: int, device: torch.device) -> dict:
+    """Median wall seconds of the eager per-step preparation (warm start + tailoring in mode shared)."""
+    g = torch.Generator().manual_seed(0)
+    C, Hs, Ws = wm.frame_shape
+    ctx = torch.rand(1, wm.n_past, C, Hs, Ws, generator=g).to(device)
+    ca = torch.zeros(1, wm.n_past - 1, wm.action_dim, device=device)
+    plan = torch.zeros(1, horizon, wm.action_dim, device=device)
+    times = []
+    for i in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        wm.prepare(ctx, ca, horizon, tailor=mode != "untailored", plan=plan)
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "repeats": repeats}
+
+
+def compare_graph(wm: WorldModel, args: argparse.Namespace, device: torch.device, res: dict) -> None:
+    """The ``--compare-graph`` arms (see the module docstring); fills ``res`` and rewrites ``args.out``."""
+    import traceback
+
+    from noether_rl.agents.cuda_graph import EagerReplay
+
+    backend = None if device.type == "cuda" else EagerReplay()
+    res["graph_backend"] = "torch.cuda.CUDAGraph" if backend is None else \
+        "EagerReplay (no CUDA: re-runs eagerly; checks the plumbing, the graph timings mean nothing)"
+    res["arms"], res["agreement"], res["prepare"] = {}, {}, {}
+    deadline = time.time() + args.deadline_s
+
+    def save() -> None:
+        if args.out:
+            from noether_rl.utils.io import atomic_write_json
+
+            atomic_write_json(args.out, res)
+
+    def arm(name: str, fn) -> dict | None:
+        if time.time() > deadline - 5:
+            print(f"{name:32s} skipped (deadline)", flush=True)
+            return {"skipped": "deadline"}
+        t0 = time.time()
+        try:
+            r = fn()
+        except Exception as e:  # noqa: BLE001  (one failing arm must not lose the others)
+            r = {"error": f"{type(e).__name__}: {e}"[:1000], "traceback": traceback.format_exc()[-3000:]}
+            print(f"{name:32s} FAILED {r['error']}", flush=True)
+        r["arm_wall_s"] = time.time() - t0
+        if device.type == "cuda":
+            r["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            torch.cuda.reset_peak_memory_stats(device)
+        return r
+
+    for prec in args.precisions:
+        wm.precision = prec
+        for mode in ("untailored", "shared"):
+            key = f"{prec}/{mode}"
+            for kind in ("eager", "graph"):
+                def run(kind=kind, mode=mode):  # noqa: ANN202
+                    wm.use_cuda_graph(kind == "graph", backend=backend if kind == "graph" else None)
+                    r = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
+                    r["graph_stats"] = wm.graph_stats()
+                    wm.use_cuda_graph(False)
+                    return r
+
+                r = arm(f"{key}/{kind}", run)
+                res["arms"][f"{key}/{kind}"] = r
+                if "control_rate_hz" in r:
+                    print(f"{key + '/' + kind:32s} {r['control_rate_hz']:7.2f} Hz  "
+                          f"({r['median_s_per_step'] * 1e3:.1f} ms/step wall, {r['median_cpu_s_per_step'] * 1e3:.1f} "
+                          f"ms CPU)", flush=True)
+                save()
+            eg, gr = res["arms"].get(f"{key}/eager", {}), res["arms"].get(f"{key}/graph", {})
+            if "median_s_per_step" in eg and "median_s_per_step" in gr:
+                gr["speedup_vs_eager"] = eg["median_s_per_step"] / gr["median_s_per_step"]
+            if prec == args.precisions[0]:
+                res["prepare"][mode] = arm(f"{key}/prepare", lambda mode=mode: time_prepare(
+                    wm, mode, args.horizon, args.repeats, device))
+                if "median_s" in res["prepare"][mode]:
+                    print(f"{key + '/prepare (eager)':32s} {res['prepare'][mode]['median_s'] * 1e3:7.1f} ms", flush=True)
+            res["agreement"][key] = a = arm(f"{key}/agreement", lambda mode=mode: graph_agreement(
+                wm, mode, args.population, args.horizon, args.iterations, device, backend))
+            if "plan" in a:
+                d = max(a[c]["scores_max_abs_diff"] for c in ("call0", "call1", "call2"))
+                print(f"{key + '/agreement':32s} scores max|diff| {d:.3g}, planned action max|diff| "
+                      f"{a['plan']['action_max_abs_diff']:.3g}", flush=True)
+            save()
+    res["total_wall_s"] = time.time() - (deadline - args.deadline_s)
+    save()
 
 
 @torch.no_grad()
@@ -153,6 +322,12 @@ def main() -> None:
                    help="of the conv weights (WorldModel channels_last; auto: channels-last on CPU)")
     p.add_argument("--reward-model", help="with --checkpoint: a learned reward model (reward.pt) to time "
                    "(default: the hand-written pixel reward)")
+    p.add_argument("--cuda-graph", action="store_true", help="time the modes with WorldModel(cuda_graph=True)")
+    p.add_argument("--compare-graph", action="store_true",
+                   help="eager vs CUDA-graph arms, untailored and shared, and their agreement (see above)")
+    p.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                   help="with --compare-graph (in this order; arms past --deadline-s are skipped)")
+    p.add_argument("--deadline-s", type=float, default=200.0, help="with --compare-graph: wall seconds for all arms")
     p.add_argument("--out")
     args = p.parse_args()
     if args.threads:
@@ -179,7 +354,15 @@ def main() -> None:
     res = {"device": str(device), "torch_threads": torch.get_num_threads(), "scale": args.scale,
            "precision": args.precision, "memory_format": args.memory_format, "reward_model": args.reward_model,
            "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
-           "iterations": args.iterations, "modes": {}}
+           "iterations": args.iterations, "cuda_graph": args.cuda_graph, "torch": torch.__version__,
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modes": {}}
+    if args.compare_graph:
+        res["repeats"] = args.repeats
+        res.pop("modes")
+        compare_graph(wm, args, device, res)
+        return
+    if args.cuda_graph:
+        wm.use_cuda_graph(True)
     for mode in args.modes:
         res["modes"][mode] = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
         m = res["modes"][mode]

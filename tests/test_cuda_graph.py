@@ -172,3 +172,63 @@ def test_mpc_plans_the_same_with_graphs():
     s = wm.graph_stats()
     # iCEM's candidate counts: plan 1: 8 + mean, 6 + mean + 1 kept elite; plan 2: 8 + 1 + 1, 6 + 1 + 1
     assert s["captures"] == 3 and s["replays"] == 4
+
+
+# -- on a CUDA GPU (skipped elsewhere): real torch.cuda.CUDAGraph capture ------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _cuda_world_model(stochastic: bool = False, cuda_graph: bool = False) -> WorldModel:
+    from noether_rl.agents.reward import RewardCNN, RewardConfig
+    from noether_rl.models import SVG, EmbeddingConfig, NoetherEmbedding, SVGConfig
+    from noether_rl.noether import NoetherConfig, NoetherNetwork
+
+    torch.manual_seed(0)
+    svg = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer", stochastic=stochastic,
+                        z_dim=4))
+    net = NoetherNetwork(svg, NoetherEmbedding(EmbeddingConfig(image_size=S, emb_dim=8)), NoetherConfig())
+    reward = RewardCNN(RewardConfig(image_size=S, width=4))
+    return WorldModel(net.cuda(), reward.cuda(), n_past=P, action_dim=1, frame_shape=(3, S, S), cuda_graph=cuda_graph)
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("tailor", [False, True])
+def test_cuda_graph_replays_match_eager_on_new_inputs(tailor, precision):
+    wm = _cuda_world_model()
+    wm.precision = precision
+    sets = [[t.cuda() for t in _inputs(N=4, T=3, seed=s)] for s in (0, 5)]
+    preps = [wm.prepare(ctx, ca, 3, tailor=tailor) for ctx, ca, _ in sets]
+    eager = [wm.imagine_prepared(p, s[2]) for p, s in zip(preps, sets, strict=True)]
+    wm.use_cuda_graph(True)
+    graphed = [wm.imagine_prepared(p, s[2]) for p, s in zip(preps, sets, strict=True)]
+    graphed.append(wm.imagine_prepared(preps[0], sets[0][2]))  # back to the first inputs
+    assert wm.graph_stats() == {"enabled": True, "failed": False, "graphs": 1, "captures": 1, "replays": 3}
+    tol = 1e-5 if precision == "float32" else 2e-2
+    for g, e in zip(graphed, [*eager, eager[0]], strict=True):
+        torch.testing.assert_close(g.rewards, e.rewards, rtol=tol, atol=tol)
+        torch.testing.assert_close(g.frames, e.frames, rtol=tol, atol=tol)
+
+
+@needs_cuda
+def test_cuda_graph_stochastic_predictor_draws_fresh_noise_per_replay():
+    wm = _cuda_world_model(stochastic=True, cuda_graph=True)
+    ctx, ca, seqs = (t.cuda() for t in _inputs(N=4, T=3))
+    prep = wm.prepare(ctx, ca, 3, tailor=False)
+    a, b = wm.imagine_prepared(prep, seqs), wm.imagine_prepared(prep, seqs)
+    assert wm.graph_stats()["replays"] == 2 and torch.isfinite(a.frames).all()
+    assert not torch.equal(a.frames, b.frames)
+
+
+@needs_cuda
+def test_cuda_graph_mpc_plans_like_eager():
+    wm = _cuda_world_model()
+    obs = (torch.rand(1, S, S, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    out = []
+    for on in (False, True):
+        wm.use_cuda_graph(on)
+        planner = make_planner("cem", 3, [-2.0], [2.0], population=16, iterations=2, seed=0, device="cuda")
+        agent = MPCAgent(wm, planner, MPCConfig(tailor=True))
+        out.append([agent.predict(obs)[0], agent.predict(obs, episode_start=[False])[0]])
+    torch.testing.assert_close(torch.as_tensor(out[1]), torch.as_tensor(out[0]), rtol=1e-5, atol=1e-5)
+    assert wm.graph_stats()["captures"] == 1

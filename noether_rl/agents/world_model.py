@@ -366,7 +366,9 @@ class WorldModel:
             return out.frames, out.rewards
 
         try:
-            frames, rewards = self._graphs(("imagine", spec, self.precision), fn, [seqs, *flat])
+            # the modules themselves in the key: a replaced reward or model gets its own graph
+            key = ("imagine", spec, self.precision, self.predictor, self.reward)
+            frames, rewards = self._graphs(key, fn, [seqs, *flat])
         except UserError:
             raise
         except RuntimeError as e:  # capture failed (e.g. a reward function that syncs): eager from now on
