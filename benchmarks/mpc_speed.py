@@ -237,6 +237,7 @@ def compare_graph(wm: WorldModel, args: argparse.Namespace, device: torch.device
                 res["prepare"][mode] = arm(f"{key}/prepare", lambda mode=mode: time_prepare(
                     wm, mode, args.horizon, args.repeats, device))
                 if "median_s" in res["prepare"][mode]:
+                    res["prepare"][mode]["rate_hz_if_candidates_cost_nothing"] = 1 / res["prepare"][mode]["median_s"]
                     print(f"{key + '/prepare (eager)':32s} {res['prepare'][mode]['median_s'] * 1e3:7.1f} ms", flush=True)
             res["agreement"][key] = a = arm(f"{key}/agreement", lambda mode=mode: graph_agreement(
                 wm, mode, args.population, args.horizon, args.iterations, device, backend))
