@@ -146,7 +146,7 @@ def test_failed_capture_falls_back_to_eager_with_one_warning():
     prep = wm.prepare(ctx, ca, 3)
     eager = wm.imagine_prepared(prep, seqs)
     wm.use_cuda_graph(True, backend=Broken())
-    with pytest.warns(RuntimeWarning, match="capture .* failed"):
+    with pytest.warns(RuntimeWarning, match="capture/replay .* failed"):
         out = wm.imagine_prepared(prep, seqs)
     torch.testing.assert_close(out.rewards, eager.rewards, rtol=0, atol=0)
     assert not wm.cuda_graph and wm.graph_stats()["failed"]

@@ -372,8 +372,9 @@ class WorldModel:
         except UserError:
             raise
         except RuntimeError as e:  # capture failed (e.g. a reward function that syncs): eager from now on
-            warnings.warn(f"CUDA graph capture of the candidate rollouts failed ({str(e).splitlines()[0][:200]}); "
-                          "running them eagerly", RuntimeWarning, stacklevel=3)
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            warnings.warn(f"CUDA graph capture/replay of the candidate rollouts failed ({first}); running them "
+                          "eagerly from now on", RuntimeWarning, stacklevel=3)
             self._graph_failed = True
             self._graphs.clear()
             return self._imagine_seqs(prep, seqs, generator)
