@@ -9,7 +9,8 @@ from noether_rl.experiments.pendulum_control import PendulumControlConfig, run_p
 TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 3, "val_episodes": 1, "steps": 56,
        "n_future": 3, "stride": 8, "svg_epochs": 1, "noether_epochs": 1, "reward_epochs": 1, "eval_windows": 4,
        "fidelity_starts": (0,), "eval_episodes": 2, "eval_steps": 6, "horizon": 3, "population": 8, "iterations": 1,
-       "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1}
+       "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1, "aggregate_rounds": 2,
+       "aggregate_episodes": 1, "aggregate_epochs": 1}
 
 
 def test_pendulum_control_toy(tmp_path):
@@ -25,6 +26,11 @@ def test_pendulum_control_toy(tmp_path):
     assert {"SVG", "SVG (free-running fine-tune)", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
     assert res["stage"] == "complete" and res["cpu_time_s"]["train_svg"] > 0
     assert res["cpu_time_s"]["train_svg_free_running"] > 0
+    # data aggregation: one MPC episode per round joins the training episodes; g_phi starts from the last round
+    assert [r["round"] for r in res["aggregate"]["rounds"]] == [0, 1] and "SVG (aggregated)" in at
+    agg = tmp_path / "pc" / "aggregate"
+    assert sorted(p.name for p in (agg / "mpc_data").glob("*.npz")) == ["episode_00000.npz", "episode_00001.npz"]
+    assert json.loads((agg / "round1" / "data" / "manifest.json").read_text())["episodes"] == 6 + 2
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]

@@ -1,0 +1,53 @@
+"""Data aggregation: the policy's own episodes as recording shards, spliced into a recording's training part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
+from noether_rl.agents.runs import make_real_env
+from noether_rl.data import episode_split, load_manifest, open_episode
+from noether_rl.envs import PIXEL_PENDULUM_ID
+from noether_rl.errors import UserError
+from noether_rl.recorders import RecordConfig, record
+
+
+def _env():
+    return make_real_env(PIXEL_PENDULUM_ID, (8, 8, 3), 5)
+
+
+def _policy(scale: float):
+    def predict(obs, state=None, episode_start=None, deterministic=False):
+        assert obs.shape[1:] == (8, 8, 3)  # one batch of all envs per step
+        return np.full((len(obs), 1), scale, np.float32) * obs.mean((1, 2, 3))[:, None] / 255, None
+    return predict
+
+
+def test_recorded_policy_episodes_are_valid_shards_with_the_returns(tmp_path):
+    rets = record_policy_episodes(_policy(2.0), _env, [3, 4], 5, tmp_path / "x", first_index=1)
+    again = record_policy_episodes(_policy(2.0), _env, [3, 4], 5, tmp_path / "y", first_index=1)
+    assert rets == again and len(rets) == 2
+    for i, r in zip((1, 2), rets):
+        ep = np.load(tmp_path / "x" / f"episode_{i:05d}.npz")
+        assert ep["frames"].shape == (6, 8, 8, 3) and ep["actions"].shape == (5, 1) and ep["states"].shape == (6, 2)
+        assert ep["rewards"].sum() == pytest.approx(r, rel=1e-5)
+        np.testing.assert_array_equal(ep["frames"], np.load(tmp_path / "y" / f"episode_{i:05d}.npz")["frames"])
+    assert not (tmp_path / "x" / "episode_00000.npz").exists()
+
+
+def test_spliced_recording_puts_the_extra_episodes_after_the_training_ones(tmp_path):
+    base = record(RecordConfig(env_id=PIXEL_PENDULUM_ID, policy="random", episodes=3, steps=5, size=8, seed=0,
+                               out=tmp_path / "base", progress=False))
+    record_policy_episodes(_policy(-1.0), _env, [7, 8], 5, tmp_path / "extra")
+    out = spliced_recording(base, tmp_path / "extra", 2, 2, tmp_path / "mix")
+    m = load_manifest(out)
+    assert m["episodes"] == 5 and m["complete"]
+    order = [("base", 0), ("base", 1), ("extra", 0), ("extra", 1), ("base", 2)]
+    for j, (src, i) in enumerate(order):
+        want = np.load(tmp_path / src / f"episode_{i:05d}.npz")["actions"]
+        np.testing.assert_array_equal(open_episode(out, j)["actions"], want)  # sha256 checked too
+    split = episode_split(5, 2 + 2, 1)  # the base's validation / test episodes keep their place at the end
+    assert split.test == [] and split.val == [4]
+    with pytest.raises(UserError, match="missing episode"):
+        spliced_recording(base, tmp_path / "extra", 3, 2, tmp_path / "bad")
