@@ -34,3 +34,16 @@ def test_pendulum_control_toy(tmp_path):
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]
+
+
+def test_cached_rows_are_not_reused_after_the_checkpoint_changes(tmp_path):
+    from noether_rl.experiments.pendulum_control import _cached, _stamped
+
+    ckpt, path = tmp_path / "last.pt", tmp_path / "row" / "results.json"
+    ckpt.write_bytes(b"model 1")
+    path.parent.mkdir()
+    _stamped(path, {"config": {"a": 1}, "returns": [1.0]}, ckpt)
+    assert _cached(path, {"a": 1}, ckpt)["returns"] == [1.0]
+    assert _cached(path, {"a": 2}, ckpt) is None
+    ckpt.write_bytes(b"model 2")  # retrained at the same path
+    assert _cached(path, {"a": 1}, ckpt) is None

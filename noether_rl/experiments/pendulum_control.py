@@ -408,7 +408,8 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
                           max_steps=s.eval_steps, video=tailor, device=cfg.device, progress=cfg.progress,
                           precision=s.precision)
         with clock(name):
-            res = _cached(Path(pcfg.out) / "results.json", asdict(pcfg)) or run_plan(pcfg, wm, wm_info)
+            res = _cached(Path(pcfg.out) / "results.json", asdict(pcfg), noe_ckpt) or \
+                _stamped(Path(pcfg.out) / "results.json", run_plan(pcfg, wm, wm_info), noe_ckpt)
         rows[name] = res["returns"]["values"]
         plan_info[name] = {"control_rate_hz": res["control_rate_hz"], "envs_per_call": res["envs_per_call"],
                            "video": res.get("video"), "stats": res.get("stats")}
@@ -418,7 +419,8 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
                        seed=cfg.seed, reward=reward, device=cfg.device, progress=cfg.progress)
     dream_row = f"{s.dream_algo.upper()} in the model"
     with clock("dream"):
-        dres = _cached(Path(dcfg.out) / "results.json", asdict(dcfg)) or run_dream_train(dcfg, wm, wm_info)
+        dres = _cached(Path(dcfg.out) / "results.json", asdict(dcfg), noe_ckpt) or \
+            _stamped(Path(dcfg.out) / "results.json", run_dream_train(dcfg, wm, wm_info), noe_ckpt)
     rows[dream_row] = dres["returns"]["values"]
 
     table = {k: mean_se(v) for k, v in rows.items()}
@@ -459,9 +461,12 @@ def _angle_summary(heldout: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _cached(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """A row's results.json from an earlier run with the same config, else None."""
+def _cached(path: Path, config: dict[str, Any], checkpoint: Path | None = None) -> dict[str, Any] | None:
+    """A row's results.json from an earlier run with the same config (and, given ``checkpoint``, made with a
+    checkpoint of the same content: a retrained model at the same path is not reused), else None."""
     import json
+
+    from noether_rl.utils.io import sha256_file
 
     if not path.is_file():
         return None
@@ -469,5 +474,16 @@ def _cached(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if checkpoint is not None and res.get("checkpoint_sha256") != sha256_file(checkpoint):
+        return None
     return res if res.get("config") == json.loads(json.dumps(config)) else None
+
+
+def _stamped(path: Path, res: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """``res`` with the checkpoint's sha256, rewritten to ``path`` (what :func:`_cached` checks)."""
+    from noether_rl.utils.io import sha256_file
+
+    res = {**res, "checkpoint_sha256": sha256_file(checkpoint)}
+    write_results(path, res)
+    return res
 
