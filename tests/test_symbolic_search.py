@@ -17,6 +17,7 @@ from noether_rl.symbolic.search import (
     one_standard_error_pick,
     pretrain_mlp,
     rollout_windows,
+    rollouts_unstable,
     screen,
     selection_units,
     tailored_field_ok,
@@ -108,3 +109,57 @@ def test_one_standard_error_pick_refuses_when_nothing_is_finite() -> None:
     win, best, m, se = one_standard_error_pick(np.stack([np.full(6, np.nan), np.ones(6)]), units,
                                                [(0.0,), (1.0,)])
     assert (win, best) == (1, 1) and np.isinf(m[0]) and np.isinf(se[0]) and m[1] == 0.0
+
+
+class _Cubic:
+    """dx/dt = x^3: bounded from small starts over t in [0, 1], blows up (t* = 1 / (2 x0^2)) from larger ones."""
+
+    def vector_field(self, x: Tensor, adapted: object = None) -> Tensor:
+        return x.pow(3)
+
+
+def test_stability_check_from_starts_scaled_beyond_the_training_range() -> None:
+    t = np.linspace(0.0, 1.0, 11)
+    x0 = np.array([-0.5, -0.4, 0.4, 0.5])
+    ref = (x0[:, None] / np.sqrt(1.0 - 2.0 * x0[:, None] ** 2 * t[None]))[..., None]  # exact, [4, 11, 1]
+    tt = np.broadcast_to(t, (4, 11)).copy()
+    dt = float(t[1] - t[0])
+    assert not rollouts_unstable(_Cubic(), None, 0.0, ref, tt, dt, CFG)  # stable from the training starts
+    # ... and from 20 % beyond them, but not from 2.5x (x0 = 1.25 blows up at t = 0.32)
+    assert not rollouts_unstable(_Cubic(), None, 0.0, ref, tt, dt, SearchConfig(dtype="float64", stability_scale=1.2))
+    assert rollouts_unstable(_Cubic(), None, 0.0, ref, tt, dt, SearchConfig(dtype="float64", stability_scale=2.5))
+    with pytest.raises(ValueError, match="stability_scale"):
+        SearchConfig(stability_scale=0.5)
+    with pytest.raises(ValueError, match="step_rule"):
+        SearchConfig(step_rule="adam")
+
+
+def _gain(pred: object, g: nn.Module, lr: float, x: Tensor, dt: float, cfg: SearchConfig) -> Tensor:
+    """How one tailoring step scales the formula's one-step change: (g(x + f' dt) - g(x)) / (g(x + f dt) - g(x))."""
+    f0 = pred.vector_field(x)  # type: ignore[attr-defined]
+    f1, _ = tailored_field_ok(noether_net(pred, g, lr, cfg), x)  # type: ignore[arg-type]
+    g0 = g(x)[:, 0]
+    return ((g(x + f1 * dt)[:, 0] - g0) / (g(x + f0 * dt)[:, 0] - g0)).detach()
+
+
+def test_polyak_inner_step_acts_the_same_at_every_state_scale_sgd_does_not() -> None:
+    """One SGD step on the readout changes the formula's one-step change by a factor 1 - kappa with kappa
+    ~ lr |grad g|^2 |features|^2, growing with the state (overshoot, |gain| > 1, far out); the Polyak step
+    zeroes the linearised loss times lr: gain ~ 1 - lr/2 at any scale."""
+    traj, x, y = _data()
+    dt = traj.nominal_dt()
+    pred0 = pretrain_mlp(x, y, dt, CFG, 0)
+    g = Quadratic()
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    d = d / d.norm(dim=1, keepdim=True)
+    near, far = 0.3 * d, 3.0 * d
+    sgd = CFG
+    polyak = SearchConfig(hidden=8, dtype="float64", step_rule="polyak")
+    lr_sgd = 0.3
+    g_near, g_far = _gain(pred0, g, lr_sgd, near, dt, sgd), _gain(pred0, g, lr_sgd, far, dt, sgd)
+    assert float(g_near.abs().median()) < 1.0 < float(g_far.abs().median())  # the same lr overshoots far out
+    for lr in (0.5, 1.0):
+        for xs in (near, far):
+            gp = _gain(pred0, g, lr, xs, dt, polyak)
+            assert float((gp - (1 - lr / 2)).abs().median()) < 0.1, (lr, gp)

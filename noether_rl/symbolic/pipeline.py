@@ -58,6 +58,7 @@ from noether_rl.symbolic.search import (
     pretrain_mlp,
     rollout_rmse,
     rollout_windows,
+    rollouts_unstable,
     screen,
     selection_units,
     training_loss,
@@ -223,17 +224,13 @@ def discover(train: Trajectories, test: Trajectories, units: dict[str, Dim], cfg
 
     units_w, units_note = selection_units(val_ref.shape[0], val_ref.shape[1], horizon)
     train_ref = train.x_clean if train.x_clean is not None else train.x
-    state_rms = float(np.sqrt(np.mean((train_ref - train_ref.mean(axis=(0, 1))) ** 2)))
 
     def law(i: int) -> str:
         """Enumerated formula i with its fitted parameters, readable (sympy)."""
         return str(to_sympy(exprs[i], names, fit.params[i][: exprs[i].n_params]))
 
     def unstable(pred: Any, g: Any, lr: float) -> bool:
-        """Rollouts from every training trajectory's first state: any non-finite or with RMSE above
-        ``blowup_factor`` x the states' RMS spread (it left the data) -> True."""
-        r = rollout_rmse(pred, g, lr, train_ref, train.t, dt, sc)[0]
-        return bool((~np.isfinite(r)).any() or (r > sc.blowup_factor * state_rms).any())
+        return rollouts_unstable(pred, g, lr, train_ref, train.t, dt, sc)
 
     def val_windows(pred: Any, g: Any, lr: float) -> np.ndarray:
         return rollout_rmse(pred, g, lr, vx, vt, dt, sc)[0]

@@ -61,8 +61,22 @@ class SearchConfig:
     select_horizon: int = 10  # validation rollouts used for selection: windows of this many steps
     # a rollout whose RMSE exceeds this many times the training states' RMS spread has diverged (left the data)
     blowup_factor: float = 10.0
+    # the stability check (pipeline) also rolls out from the training starts scaled by this factor about the
+    # training states' mean (1.0: the training starts only); such a rollout has no reference, so it diverged
+    # when non-finite or when its RMS distance from the mean exceeds ``blowup_factor`` x the states' RMS spread
+    stability_scale: float = 1.0
+    # the inner step of every Noether tailoring step (TailorConfig.step_rule): "sgd" (the paper's lr * grad;
+    # its effect on the formula grows with |grad g|^2 |features|^2, i.e. with the state) or "polyak" (the
+    # step that zeroes the linearised inner loss, times lr: the same relative effect at every state)
+    step_rule: str = "sgd"
     dtype: str = "float32"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.stability_scale) and self.stability_scale >= 1.0):
+            raise ValueError(f"SearchConfig.stability_scale must be a finite number >= 1, got {self.stability_scale}")
+        if self.step_rule not in ("sgd", "normalized", "polyak"):
+            raise ValueError(f"SearchConfig.step_rule must be sgd | normalized | polyak, got {self.step_rule!r}")
 
 
 class FittedFormula(nn.Module):
@@ -120,7 +134,7 @@ def pretrain_mlp(x: Tensor, y: Tensor, dt: float, cfg: SearchConfig, seed: int) 
 
 
 def noether_net(pred: StateSpacePredictor, g: nn.Module, lr: float, cfg: SearchConfig) -> NoetherNetwork:
-    tc = TailorConfig(steps=1, lr=lr, step_rule="sgd", order="second")
+    tc = TailorConfig(steps=1, lr=lr, step_rule=cfg.step_rule, order="second")  # type: ignore[arg-type]
     return NoetherNetwork(pred, g, NoetherConfig(tailor=tc, adapt=cfg.adapt, form="a"))
 
 
@@ -320,6 +334,30 @@ def rollout_rmse(pred: StateSpacePredictor, g: nn.Module | None, lr: float, ref:
     return np.where(np.isfinite(rmse), rmse, np.inf), out
 
 
+def rollouts_unstable(pred: StateSpacePredictor, g: nn.Module | None, lr: float, ref: np.ndarray, t: np.ndarray,
+                      dt: float, cfg: SearchConfig) -> bool:
+    """Stability over the training range: True when a rollout from any trajectory's first state of ``ref``
+    [N, T, D] (the training data) is non-finite or has an RMSE above ``blowup_factor`` x the states' RMS
+    spread (it left the data).
+
+    With ``cfg.stability_scale`` > 1, also from those starts scaled by it about the states' mean, where no
+    reference exists: non-finite, or an RMS distance from the mean above ``blowup_factor`` x the spread.
+    (A tailored model can be stable on the training starts and blow up just beyond them: measured on a
+    dimensionless spring, see ``benchmarks/discover_blowup.py``.)"""
+    centre = ref.mean(axis=(0, 1))
+    spread = float(np.sqrt(np.mean((ref - centre) ** 2)))
+    r = rollout_rmse(pred, g, lr, ref, t, dt, cfg)[0]
+    if (~np.isfinite(r)).any() or (r > cfg.blowup_factor * spread).any():
+        return True
+    if cfg.stability_scale == 1.0:
+        return False
+    far = np.broadcast_to(centre + cfg.stability_scale * (ref[:, :1] - centre), ref.shape)
+    ro = rollout_rmse(pred, g, lr, far, t, dt, cfg)[1]  # rollouts from the scaled starts (only far[:, 0] is used)
+    with np.errstate(all="ignore"):
+        dist = np.sqrt(((ro - centre) ** 2).mean(axis=(1, 2)))
+    return bool((~np.isfinite(dist)).any() or (dist > cfg.blowup_factor * spread).any())
+
+
 __all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "MetaResult", "SearchConfig", "meta_tailor",
-           "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "screen", "tailored_field",
-           "one_standard_error_pick", "selection_units", "tailored_field_ok", "training_loss"]
+           "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "rollouts_unstable", "screen",
+           "tailored_field", "one_standard_error_pick", "selection_units", "tailored_field_ok", "training_loss"]
