@@ -83,9 +83,10 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                     help=scale_help(SCALES, lambda s: f"{s.size}x{s.size} SVG (width {s.width}, LSTM {s.rnn_size}), "
                                                       f"{s.episodes} recorded episodes, {s.svg_epochs} SVG + "
                                                       f"{s.free_running_epochs} free-running + "
+                                                      f"{s.aggregate_rounds} x {s.aggregate_epochs} aggregation + "
                                                       f"{s.noether_epochs} meta epochs, {s.population} MPC "
                                                       f"candidates, {s.dream_steps} SB3 steps")
-                         + "; small takes about 55 minutes on 2 CPU cores")
+                         + "; small takes about 90 minutes on 2 CPU cores")
     pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
                     help="the one seed of recording, training, planner and SB3 (one model per scale: this "
                          "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")

@@ -129,10 +129,12 @@ class Scale:
     dream_envs: int = 8
 
 
-# "small": the CPU default (about 55 minutes on 2 cores at 215ec17: SVG 3, free-running fine-tune 27 at ~20 s an
-# epoch, meta-training 9, MPC rows 13, PPO 2.5, the rest 1); "paper": the paper's 64x64 frames, GPU-sized budgets
-# (the names the other ``reproduce`` experiments use)
-# (the paper scale's free_running_epochs=30 is a guess, not chosen on validation data: never run, no GPU yet)
+# "small": the CPU default (about 90 minutes on 2 cores, summed from the stages' runs at 215ec17 / c7d08f2: SVG 3,
+# free-running fine-tune 27 at ~20 s an epoch, aggregation 3 x (4 collecting + 7 fine-tuning), meta-training 13,
+# MPC rows 8, PPO 2.5, the rest 1: over the issue's 60-minute budget since aggregation); "paper": the paper's 64x64
+# frames, GPU-sized budgets (the names the other ``reproduce`` experiments use)
+# (the paper scale's free_running_epochs=30 and aggregation settings are guesses, not chosen on validation data:
+# never run)
 SCALES: dict[str, Scale] = {
     "small": Scale(),
     "paper": Scale(size=64, width=64, g_dim=128, rnn_size=256, episodes=240, train_episodes=200, val_episodes=20,
