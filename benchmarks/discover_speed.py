@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--out", help="also write formulas.json, winner.png, summary.txt here (as `discover`)")
     ap.add_argument("--step-rule", choices=["sgd", "normalized", "polyak"], default=None,
                     help="SearchConfig.step_rule (default: the pipeline's)")
+    ap.add_argument("--inner-lrs", type=float, nargs="+", default=None,
+                    help="the inner-lr grid (SearchConfig.lr_exponents = log10 of these; default: the pipeline's)")
     ap.add_argument("--stability-scale", type=float, default=None,
                     help="SearchConfig.stability_scale (default: the pipeline's)")
     ap.add_argument("--reuse-filter", metavar="FORMULAS_JSON",
@@ -108,6 +110,8 @@ def main() -> None:
                          select_whole=not args.select_windows, select_rule=args.select_rule)
     if args.step_rule is not None:
         cfg = replace(cfg, search=replace(cfg.search, step_rule=args.step_rule))
+    if args.inner_lrs is not None:
+        cfg = replace(cfg, search=replace(cfg.search, lr_exponents=tuple(float(np.log10(v)) for v in args.inner_lrs)))
     if args.stability_scale is not None:
         cfg = replace(cfg, search=replace(cfg.search, stability_scale=args.stability_scale))
     if args.eval_extra_seed is not None and (args.trajectories or args.system == "real"):

@@ -22,6 +22,19 @@ A non-finite inner step is divergence everywhere (screen, meta-tailoring, rollou
 dx/dt is NaN there (:func:`tailored_field_ok`), never the untailored MLP's.
 4. :func:`rollout_rmse`: long-term prediction from each test trajectory's first state (Euler with the
    data's time step, tailoring at every step when a formula is given).
+
+The inner step (``SearchConfig.step_rule``). One plain SGD step on the readout multiplies the formula's
+one-step change dg = g(x + f dt) - g(x) by about 1 - kappa, kappa ~ 2 lr dt^2 |grad g|^2 (|features|^2 + 1):
+it grows with the state, so an lr chosen on validation states can overshoot (|1 - kappa| > 1: the step
+amplifies the violation it corrects, the next state is further out, kappa larger) beyond them. Measured
+(``benchmarks/discover_blowup.py``, dimensionless spring k=4, m=1, the pick of its 8b7b469 run, 100 new
+trajectories of the generator, seed 1, never the test split): at the chosen lr 0.316 the step overshoots at 80 % (the pick,
+meta-tailored) / 98 % (the true energy) of the states above the training energy range, 13 % / 16 % inside
+it; the meta-tailored MLP without the step is fine there (RMSE 0.25 / 0.29, MLP 0.57), and the true
+energy's tailored rollout blew up (RMSE 5e7) from one new start inside the range that the training starts
+did not contain. ``"polyak"`` (the step that zeroes the linearised inner loss, times lr; capped by the
+engine's trust radius) changes dg by 1 - lr/2 at every state: lr in (0, 4) cannot overshoot anywhere, and
+:data:`POLYAK_LRS` is its grid (lr = 2 removes the linearised violation).
 """
 
 from __future__ import annotations
@@ -43,6 +56,10 @@ from noether_rl.symbolic.program import evaluate_one
 from noether_rl.tailoring import TailorConfig
 
 LR_EXPONENTS = tuple(-3.0 + 0.5 * i for i in range(9))  # 10^-3 ... 10^1
+# the inner-lr grid for step_rule="polyak" (as lr_exponents): its lr is scale-free, dg changes by 1 - lr/2,
+# so the stable range (0, 4) is covered in steps of 0.5 (gain +0.75 ... -0.75), fixed from that rule
+POLYAK_LRS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
+POLYAK_LR_EXPONENTS = tuple(math.log10(v) for v in POLYAK_LRS)
 
 
 @dataclass(frozen=True)
@@ -358,6 +375,6 @@ def rollouts_unstable(pred: StateSpacePredictor, g: nn.Module | None, lr: float,
     return bool((~np.isfinite(dist)).any() or (dist > cfg.blowup_factor * spread).any())
 
 
-__all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "MetaResult", "SearchConfig", "meta_tailor",
-           "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "rollouts_unstable", "screen",
+__all__ = ["CallableFormula", "FittedFormula", "LR_EXPONENTS", "POLYAK_LRS", "POLYAK_LR_EXPONENTS", "MetaResult",
+           "SearchConfig", "meta_tailor", "noether_net", "pretrain_mlp", "rollout", "rollout_rmse", "rollout_windows", "rollouts_unstable", "screen",
            "tailored_field", "one_standard_error_pick", "selection_units", "tailored_field_ok", "training_loss"]
