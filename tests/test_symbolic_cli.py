@@ -127,3 +127,16 @@ def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring
     assert lowest_dropped < min(o["val_rollout_rmse"] for o in sel["options"])
     with pytest.raises(UserError, match="diverge from the start of some training trajectory.*span the states"):
         discover(train, test, units, replace(cfg, search=replace(cfg.search, blowup_factor=1e-9)))
+
+
+def test_discover_polyak_step_rule(spring_npz: Path, tmp_path: Path) -> None:
+    """--step-rule polyak: the tailoring step zeroes the linearised Noether loss times lr, on its own lr grid."""
+    from noether_rl.symbolic.search import POLYAK_LRS
+
+    out = tmp_path / "out"
+    assert main(["discover", "--trajectories", str(spring_npz), "--units", "q=1, p=1", "--max-size", "5",
+                 "--step-rule", "polyak", "--out", str(out), *FAST]) == 0
+    rep = json.loads((out / "formulas.json").read_text())
+    assert rep["config"]["search"]["step_rule"] == "polyak"
+    assert np.allclose(10.0 ** np.array(rep["config"]["search"]["lr_exponents"]), POLYAK_LRS)
+    assert any(np.isclose(rep["winner"]["inner_lr"], v) for v in POLYAK_LRS)

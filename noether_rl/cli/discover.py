@@ -39,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select-rule", choices=["one_se", "lowest"], default="one_se",
                    help="final pick on the validation split: one_se = the best conserved law among the formulas "
                         "within one standard error of the lowest validation rollout RMSE; lowest = that lowest")
+    p.add_argument("--step-rule", choices=["sgd", "polyak"], default="sgd",
+                   help="the tailoring step: sgd = the paper's lr * gradient over inner lrs 10^-3 .. 10 (its effect "
+                        "grows with the state: it can overshoot beyond the training range); polyak = the step that "
+                        "zeroes the linearised Noether loss, times lr in 0.5 .. 3.5 (the same effect at every state)")
     p.add_argument("--top-k", type=argtypes.positive_int, default=20, help="formulas meta-tailored")
     p.add_argument("--meta-epochs", type=argtypes.positive_int, default=100, help="meta-tailoring epochs")
     p.add_argument("--pretrain-steps", type=argtypes.positive_int, default=2000, help="MLP pre-training steps")
@@ -132,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
                   search=replace(cfg.search, top_k=args.top_k, meta_epochs=args.meta_epochs,
                                  pretrain_steps=args.pretrain_steps,
                                  weight_decay=1e-5 if args.system == "real" else 1e-4))
+    if args.step_rule == "polyak":
+        from noether_rl.symbolic.search import POLYAK_LR_EXPONENTS
+
+        cfg = replace(cfg, search=replace(cfg.search, step_rule="polyak", lr_exponents=POLYAK_LR_EXPONENTS))
     ref_fn = None
     if reference is not None:
         def ref_fn(x):  # the generator's energy as a torch function (the oracle column only)
