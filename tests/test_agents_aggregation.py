@@ -51,3 +51,20 @@ def test_spliced_recording_puts_the_extra_episodes_after_the_training_ones(tmp_p
     assert split.test == [] and split.val == [4]
     with pytest.raises(UserError, match="missing episode"):
         spliced_recording(base, tmp_path / "extra", 3, 2, tmp_path / "bad")
+
+
+def test_bad_input_and_non_finite_actions_are_refused(tmp_path):
+    with pytest.raises(UserError, match="at least one seed"):
+        record_policy_episodes(_policy(1.0), _env, [], 5, tmp_path / "x")
+
+    def nan_policy(obs, state=None, episode_start=None, deterministic=False):
+        return np.full((len(obs), 1), np.nan, np.float32), None
+
+    with pytest.raises(RuntimeError, match="non-finite action"):
+        record_policy_episodes(nan_policy, _env, [1], 5, tmp_path / "y")
+    base = record(RecordConfig(env_id=PIXEL_PENDULUM_ID, policy="random", episodes=2, steps=5, size=8, seed=0,
+                               out=tmp_path / "base", progress=False))
+    record_policy_episodes(_policy(1.0), lambda: make_real_env(PIXEL_PENDULUM_ID, (8, 8, 3), 4), [1], 4,
+                           tmp_path / "short")
+    with pytest.raises(UserError, match="has 5 steps"):  # an episode of another length
+        spliced_recording(base, tmp_path / "short", 1, 1, tmp_path / "mix")

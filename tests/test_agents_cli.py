@@ -78,3 +78,6 @@ def test_dream_train_tiny_budget(checkpoints, tmp_path, algo, monkeypatch):
     assert (out / "sb3" / "progress.csv").is_file() and res["sb3_log"] == str(out / "sb3" / "progress.csv")
     assert main(args) == 0  # rerun reuses the trained agent
     assert json.loads((out / "results.json").read_text())["reused_agent"]
+    if algo == "ppo":  # a different budget (or world model) trains a new agent instead of reusing the old one
+        assert main([*args[:6], "48", *args[7:]]) == 0
+        assert not json.loads((out / "results.json").read_text())["reused_agent"]

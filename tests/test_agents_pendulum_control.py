@@ -34,6 +34,20 @@ def test_pendulum_control_toy(tmp_path):
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]
+    # a changed aggregation fine-tune: round 1 is collected again with the new round-0 model and retrained
+    # from scratch; g_phi's stage then refuses its stale run with one clear line (delete it to redo)
+    import pytest
+
+    from noether_rl.errors import UserError
+
+    def round1_predictor() -> str:
+        return json.loads((agg / "round1" / "collect.json").read_text())["config"]["predictor_sha256"]
+
+    before = round1_predictor()
+    more = PendulumControlConfig(out=cfg.out, device="cpu", progress=False, overrides={**TOY, "aggregate_epochs": 2})
+    with pytest.raises(UserError, match="different configuration"):
+        run_pendulum_control(more)
+    assert round1_predictor() != before
 
 
 def test_cached_rows_are_not_reused_after_the_checkpoint_changes(tmp_path):

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from noether_rl.data import load_manifest
-from noether_rl.data.recording import MANIFEST, shard_name
+from noether_rl.data.recording import MANIFEST, read_shard, shard_name
 from noether_rl.errors import UserError
 from noether_rl.recorders.recorder import write_episode
 from noether_rl.utils.io import atomic_write_json, sha256_file
@@ -39,6 +39,8 @@ def record_policy_episodes(predict: Predict, make_env: Callable[[], gym.Env], se
     write episode ``first_index + i`` of seed ``i`` to ``out`` as a recording shard; -> the episodes' returns.
     The env must put its true state in ``info["state"]`` (the package's pixel envs do) and must not end an
     episode before ``steps``."""
+    if not seeds or steps < 1:
+        raise UserError(f"need at least one seed and steps >= 1, got {len(seeds)} seeds and steps={steps}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     envs = [make_env() for _ in seeds]
@@ -55,13 +57,16 @@ def record_policy_episodes(predict: Predict, make_env: Callable[[], gym.Env], se
         ep["states"][:, 0] = [info["state"] for _, info in resets]
         start = np.ones(n, bool)
         for t in range(steps):
-            act, _ = predict(obs, None, start, True)
+            act, _ = predict(obs, None, start.copy(), True)
             act = np.asarray(act, np.float32).reshape(n, a_dim)
+            if not np.isfinite(act).all():
+                raise RuntimeError(f"the policy returned a non-finite action at step {t}")
             start[:] = False
+            obs = obs.copy()  # a policy may keep the array it was given
             for i, env in enumerate(envs):
                 o, r, term, trunc, info = env.step(act[i])
                 if not math.isfinite(r):
-                    raise UserError(f"the real env returned a non-finite reward at step {t} of seed {seeds[i]}")
+                    raise RuntimeError(f"the real env returned a non-finite reward at step {t} of seed {seeds[i]}")
                 if (term or trunc) and t < steps - 1:
                     raise UserError(f"the env ended the episode of seed {seeds[i]} after {t + 1} of {steps} steps")
                 obs[i] = o
@@ -77,12 +82,14 @@ def record_policy_episodes(predict: Predict, make_env: Callable[[], gym.Env], se
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists() or dst.is_symlink():
-        dst.unlink()
+    """``dst`` becomes a hard link to (or else a copy of) ``src``, replaced atomically."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        os.link(src, dst)
+        os.link(src, tmp)
     except OSError:
-        shutil.copyfile(src, dst)
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def spliced_recording(base: str | os.PathLike[str], extra: str | os.PathLike[str], n_extra: int, train: int,
@@ -98,6 +105,14 @@ def spliced_recording(base: str | os.PathLike[str], extra: str | os.PathLike[str
     out.mkdir(parents=True, exist_ok=True)
     sources = [base / shard_name(i) for i in range(train)] + [extra / shard_name(i) for i in range(n_extra)] \
         + [base / shard_name(i) for i in range(train, m["episodes"])]
+    for src in sources[train: train + n_extra]:
+        if not src.is_file():
+            raise UserError(f"missing episode {src}")
+        a = read_shard(src)
+        if a["frames"].shape[:3] != (m["steps"] + 1, m["size"], m["size"]) or len(a["actions"]) != m["steps"]:
+            raise UserError(f"{src} has frames {a['frames'].shape} / {len(a['actions'])} actions; the base recording "
+                            f"{base} has {m['steps']} steps of {m['size']}x{m['size']} frames")
+    (out / MANIFEST).unlink(missing_ok=True)  # the directory is a recording again only when complete
     shards = []
     for j, src in enumerate(sources):
         if not src.is_file():

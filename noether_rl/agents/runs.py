@@ -34,6 +34,7 @@ from noether_rl.agents.world_model import WorldModel
 from noether_rl.envs import PIXEL_PENDULUM_ID
 from noether_rl.errors import UserError
 from noether_rl.utils.device import resolve_device
+from noether_rl.utils.io import atomic_write_json
 
 REWARDS = ("learned", "pendulum-pixels")
 
@@ -270,12 +271,33 @@ class DreamConfig:
     progress: bool = True
 
 
+def _agent_key(cfg: DreamConfig) -> dict[str, Any]:
+    """What a saved agent was trained with: the world model's and reward model's contents and the SB3 settings."""
+    from noether_rl.utils.io import sha256_file
+
+    reward = cfg.reward.path if cfg.reward.kind == "learned" and cfg.reward.path else None
+    return {"checkpoint_sha256": sha256_file(cfg.checkpoint),
+            "reward": sha256_file(reward) if reward and Path(reward).is_file() else cfg.reward.kind,
+            "algo": cfg.algo, "steps": cfg.steps, "n_envs": cfg.n_envs, "seed": cfg.seed, "tailor": cfg.tailor,
+            "max_episode_steps": cfg.max_episode_steps, "env_id": cfg.env_id}
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
                     wm_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train an SB3 agent inside the world model (contexts: the real env's first ``n_past`` frames under
     random actions), save it (``agent.zip``; SB3's training metrics in ``sb3/progress.csv``, nothing written
     outside ``out``), evaluate it on seeded real-env episodes; writes results.json. A finished ``agent.zip``
-    is reused by a rerun."""
+    is reused by a rerun only when ``agent.json`` says it was trained with the same world model and reward
+    (sha256) and SB3 settings."""
     from stable_baselines3.common.evaluation import evaluate_policy  # noqa: F401  (documented entry point)
 
     from noether_rl.agents.dream import load_agent, make_sb3_agent
@@ -296,8 +318,9 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
     space = probe.action_space
     probe.close()
     agent_path = out / "agent.zip"
+    key = _agent_key(cfg)
     t0 = time.perf_counter()
-    if agent_path.is_file():
+    if agent_path.is_file() and _read_json(out / "agent.json") == key:
         model = load_agent(cfg.algo, agent_path, device)
         reused = True
     else:
@@ -310,6 +333,7 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
         with atomic_output_path(agent_path) as tmp:
             model.save(tmp)
             # SB3 appends .zip when missing; tmp already ends with .zip
+        atomic_write_json(out / "agent.json", key)  # what the agent was trained in (a rerun reuses it only then)
         reused = False
     train_wall = time.perf_counter() - t0
 

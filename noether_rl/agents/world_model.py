@@ -200,7 +200,7 @@ class WorldModel:
             return
         if backend is None and self.device.type != "cuda":
             raise UserError(f"cuda_graph needs the world model on a CUDA device, it is on {self.device.type}; "
-                            "leave cuda_graph off (--cuda-graph) there")
+                            "leave cuda_graph off there (WorldModel(cuda_graph=False); benchmarks: drop --cuda-graph)")
         self._graphs = GraphCache(backend, max_graphs=max_graphs)
 
     @property

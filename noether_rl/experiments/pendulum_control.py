@@ -178,12 +178,13 @@ def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[Tr
     return svg, free, meta
 
 
-def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainConfig, reward: RewardSpec,
-              device: torch.device) -> tuple[TrainConfig | None, list[dict[str, Any]]]:
-    """Data-aggregation rounds (see ``Scale.aggregate_*``) starting from ``free_cfg``'s predictor. Layout:
-    ``out/aggregate/mpc_data`` (the MPC episodes), ``round{r}/collect.json`` (that round's returns, cached by the
-    predictor's hash and the settings), ``round{r}/data`` (the spliced recording), ``round{r}/svg`` (the
-    fine-tuned predictor). -> (the last round's train config or None, per-round rows)."""
+def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainConfig, start: Path,
+              reward: RewardSpec, device: torch.device) -> tuple[TrainConfig | None, list[dict[str, Any]]]:
+    """Data-aggregation rounds (see ``Scale.aggregate_*``) starting from the predictor ``start``, fine-tuned with
+    ``free_cfg``'s free-running objective. Layout: ``out/aggregate/mpc_data`` (the MPC episodes),
+    ``round{r}/collect.json`` (that round's returns, cached by the predictor's and reward model's hashes and the
+    settings; a round collected again retrains its fine-tune from scratch), ``round{r}/data`` (the spliced
+    recording), ``round{r}/svg`` (the fine-tuned predictor). -> (the last round's train config or None, rows)."""
     from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
     from noether_rl.agents.mpc import MPCAgent, MPCConfig
     from noether_rl.agents.planners import make_planner
@@ -191,19 +192,23 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
 
     if s.aggregate_rounds <= 0:
         return None, []
+    if s.aggregate_episodes > 100:
+        raise UserError(f"aggregate_episodes={s.aggregate_episodes} must be <= 100 (round r uses collection seeds "
+                        "aggregate_seed + 100 r + i)")
     eval_seeds = set(range(cfg.seed, cfg.seed + s.eval_episodes))
     agg = Path(cfg.out) / "aggregate"
-    ckpt, last, rows = Path(free_cfg.out) / "last.pt", None, []
+    ckpt, last, rows = start, None, []
     for r in range(s.aggregate_rounds):
         seeds = [s.aggregate_seed + 100 * r + i for i in range(s.aggregate_episodes)]
         if eval_seeds & set(seeds):
             raise UserError(f"aggregate_seed={s.aggregate_seed} makes collection seeds overlap the evaluation seeds")
-        key = {"predictor_sha256": sha256_file(ckpt), "seeds": seeds, "steps": s.steps, "planner": s.planner,
+        key = {"predictor_sha256": sha256_file(ckpt), "reward": sha256_file(reward.path) if reward.path else reward.kind, "seeds": seeds, "steps": s.steps, "planner": s.planner,
                "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
                "replan_every": s.replan_every, "tailor": False, "precision": s.precision}
         path = agg / f"round{r}" / "collect.json"
         row = _cached(path, key)
-        if row is None:
+        fresh = row is None
+        if fresh:
             t = time.perf_counter()
             wm, _ = load_world_model(str(ckpt), reward, device, Path(cfg.out))
             wm.precision = s.precision  # type: ignore[assignment]
@@ -223,7 +228,7 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
                                  tag="mpc")
         last = replace(free_cfg, out=str(agg / f"round{r}" / "svg"), init_from=str(ckpt), epochs=s.aggregate_epochs,
                        data=replace(free_cfg.data, root=str(data), train_episodes=s.train_episodes + n_extra))
-        train(last)
+        train(replace(last, resume=False) if fresh else last)  # new data: an old fine-tune of this round is stale
         ckpt = Path(last.out) / "last.pt"
     return last, rows
 
@@ -348,7 +353,8 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
     with clock("reward_fit"):
         build_reward(reward, svg_cfg, device, out)
     with clock("aggregate"):
-        agg_cfg, agg_rows = aggregate(cfg, s, root, free_cfg if s.free_running_epochs > 0 else svg_cfg, reward, device)
+        start = Path(free_cfg.out if s.free_running_epochs > 0 else svg_cfg.out) / "last.pt"
+        agg_cfg, agg_rows = aggregate(cfg, s, root, free_cfg, start, reward, device)
     if agg_cfg is not None:  # g_phi is meta-trained from the aggregated predictor, on its data
         meta_cfg = replace(meta_cfg, init_from=str(Path(agg_cfg.out) / "last.pt"), data=agg_cfg.data)
     with clock("train_noether"):
