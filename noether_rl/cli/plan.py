@@ -86,7 +86,7 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                                                       f"{s.aggregate_rounds} x {s.aggregate_epochs} aggregation + "
                                                       f"{s.noether_epochs} meta epochs, {s.population} MPC "
                                                       f"candidates, {s.dream_steps} SB3 steps")
-                         + "; small takes about 90 minutes on 2 CPU cores")
+                         + "; small takes about 1 h 50 min on 2 CPU cores")
     pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
                     help="the one seed of recording, training, planner and SB3 (one model per scale: this "
                          "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")
