@@ -106,6 +106,7 @@ def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring
     from noether_rl.data.trajectories import load_trajectories
     from noether_rl.errors import UserError
     from noether_rl.symbolic.pipeline import DiscoverConfig, discover
+    from noether_rl.symbolic.search import LR_EXPONENTS
     from noether_rl.symbolic.units import parse_units
 
     traj = load_trajectories(spring_npz)
@@ -114,7 +115,8 @@ def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring
     train, test = replace(train, names=tuple(units)), replace(test, names=tuple(units))
     cfg = DiscoverConfig(seeds=(0,), progress=False)
     cfg = replace(cfg, enumeration=replace(cfg.enumeration, max_size=5),
-                  search=replace(cfg.search, top_k=2, meta_epochs=2, pretrain_steps=30))
+                  search=replace(cfg.search, top_k=2, meta_epochs=2, pretrain_steps=30, step_rule="sgd",
+                                 lr_exponents=LR_EXPONENTS))  # measured with the paper's sgd step
     rep = discover(train, test, units, cfg)
     sel = rep["selection_rule"]
     dropped = {(d["formula"], d["variant"]) for d in sel["dropped_unstable_on_training_starts"]}
@@ -130,7 +132,7 @@ def test_options_whose_rollouts_diverge_from_a_training_start_are_dropped(spring
 
 
 def test_discover_polyak_step_rule(spring_npz: Path, tmp_path: Path) -> None:
-    """--step-rule polyak: the tailoring step zeroes the linearised Noether loss times lr, on its own lr grid."""
+    """--step-rule polyak (the default): the step zeroes the linearised Noether loss times lr, on its own grid."""
     from noether_rl.symbolic.search import POLYAK_LRS
 
     out = tmp_path / "out"

@@ -23,7 +23,8 @@ from noether_rl.symbolic.search import (
     tailored_field_ok,
 )
 
-CFG = SearchConfig(hidden=8, pretrain_steps=20, meta_epochs=2, lr_exponents=(-2.0, -1.0), dtype="float64")
+CFG = SearchConfig(hidden=8, pretrain_steps=20, meta_epochs=2, lr_exponents=(-2.0, -1.0), dtype="float64",
+                   step_rule="sgd")
 
 
 class SqrtQ(nn.Module):

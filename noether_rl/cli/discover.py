@@ -18,6 +18,8 @@ from noether_rl.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from noether_rl.symbolic.search import SearchConfig
+
     p = sub.add_parser("discover", help="units-checked formula discovery of a useful conserved quantity",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -39,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select-rule", choices=["one_se", "lowest"], default="one_se",
                    help="final pick on the validation split: one_se = the best conserved law among the formulas "
                         "within one standard error of the lowest validation rollout RMSE; lowest = that lowest")
-    p.add_argument("--step-rule", choices=["sgd", "polyak"], default="sgd",
+    p.add_argument("--step-rule", choices=["sgd", "polyak"], default=SearchConfig.step_rule,
                    help="the tailoring step: sgd = the paper's lr * gradient over inner lrs 10^-3 .. 10 (its effect "
                         "grows with the state: it can overshoot beyond the training range); polyak = the step that "
                         "zeroes the linearised Noether loss, times lr in 0.5 .. 3.5 (the same effect at every state)")
@@ -136,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
                   search=replace(cfg.search, top_k=args.top_k, meta_epochs=args.meta_epochs,
                                  pretrain_steps=args.pretrain_steps,
                                  weight_decay=1e-5 if args.system == "real" else 1e-4))
-    if args.step_rule == "polyak":
-        from noether_rl.symbolic.search import POLYAK_LR_EXPONENTS
+    if args.step_rule == "sgd":
+        from noether_rl.symbolic.search import LR_EXPONENTS
 
-        cfg = replace(cfg, search=replace(cfg.search, step_rule="polyak", lr_exponents=POLYAK_LR_EXPONENTS))
+        cfg = replace(cfg, search=replace(cfg.search, step_rule="sgd", lr_exponents=LR_EXPONENTS))
     ref_fn = None
     if reference is not None:
         def ref_fn(x):  # the generator's energy as a torch function (the oracle column only)
