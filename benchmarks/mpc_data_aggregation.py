@@ -32,34 +32,20 @@ import argparse
 import json
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
 import noether_rl.envs  # noqa: F401  (registers the env ids)
-from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
-from noether_rl.agents.mpc import MPCAgent, MPCConfig
-from noether_rl.agents.planners import make_planner
-from noether_rl.agents.runs import RewardSpec, load_world_model, make_real_env, mean_se
-from noether_rl.envs import PIXEL_PENDULUM_ID
-from noether_rl.experiments.pendulum_control import SCALES, PendulumControlConfig, _train_configs
+from noether_rl.agents.aggregation import spliced_recording
+from noether_rl.agents.runs import RewardSpec, mean_se
+from noether_rl.experiments.pendulum_control import (
+    SCALES,
+    PendulumControlConfig,
+    _train_configs,
+    collect_mpc_episodes,
+)
 from noether_rl.utils.io import atomic_write_json
-
-
-def collect(ckpt: str, reward: str, seeds: list[int], out: Path, first_index: int, scale) -> list[float]:
-    """MPC episodes on ``seeds`` (batched, lockstep); writes shards first_index.. to ``out``; -> returns."""
-    wm, _ = load_world_model(ckpt, RewardSpec(path=reward), torch.device("cpu"), out)
-    probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape, scale.steps)
-    planner = make_planner(scale.planner, scale.horizon, probe.action_space.low, probe.action_space.high,
-                           population=scale.population, iterations=scale.iterations, seed=seeds[0],
-                           device=torch.device("cpu"))
-    probe.close()
-    agent = MPCAgent(wm, planner, MPCConfig(replan_every=scale.replan_every, tailor=False))
-    returns = record_policy_episodes(agent.predict, partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, scale.steps),
-                                     seeds, scale.steps, out, first_index)
-    print(f"collected {len(seeds)} episodes, control rate {agent.stats()['control_rate_hz']:.2f} Hz", flush=True)
-    return returns
 
 
 def main() -> None:
@@ -70,12 +56,14 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10, help="MPC episodes collected per round")
     p.add_argument("--epochs", type=int, default=15, help="free-running epochs per round")
     p.add_argument("--collect-seed", type=int, default=1000)
+    p.add_argument("--replan-every", type=int, default=3,
+                   help="MPC replanning interval (3: the setting the reported study ran at)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from noether_rl.training import train
 
-    scale = SCALES["small"]
+    scale = replace(SCALES["small"], replan_every=args.replan_every)
     cfg = PendulumControlConfig(out=str(args.run), progress=False)
     _, free, _ = _train_configs(cfg, scale, args.run / "data")
     ckpt = str(Path(free.out) / "last.pt")
@@ -90,7 +78,9 @@ def main() -> None:
         if r < len(summary["rounds"]):
             row = summary["rounds"][r]
         else:
-            returns = collect(ckpt, reward, seeds, mpc_dir, r * args.episodes, scale)
+            returns, rate = collect_mpc_episodes(Path(ckpt), RewardSpec(path=reward), scale, seeds, mpc_dir,
+                                                 r * args.episodes, torch.device("cpu"), mpc_dir)
+            print(f"collected {len(seeds)} episodes, control rate {rate:.2f} Hz", flush=True)
             row = {"round": r, "checkpoint": ckpt, "seeds": seeds, "returns": mean_se(returns),
                    "collect_cpu_s": time.process_time() - t0}
             summary["rounds"].append(row)

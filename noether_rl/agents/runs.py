@@ -34,7 +34,7 @@ from noether_rl.agents.world_model import WorldModel
 from noether_rl.envs import PIXEL_PENDULUM_ID
 from noether_rl.errors import UserError
 from noether_rl.utils.device import resolve_device
-from noether_rl.utils.io import atomic_write_json
+from noether_rl.utils.io import atomic_write_json, read_json_or_none, sha256_file
 
 REWARDS = ("learned", "pendulum-pixels")
 
@@ -273,22 +273,11 @@ class DreamConfig:
 
 def _agent_key(cfg: DreamConfig) -> dict[str, Any]:
     """What a saved agent was trained with: the world model's and reward model's contents and the SB3 settings."""
-    from noether_rl.utils.io import sha256_file
-
     reward = cfg.reward.path if cfg.reward.kind == "learned" and cfg.reward.path else None
     return {"checkpoint_sha256": sha256_file(cfg.checkpoint),
             "reward": sha256_file(reward) if reward and Path(reward).is_file() else cfg.reward.kind,
             "algo": cfg.algo, "steps": cfg.steps, "n_envs": cfg.n_envs, "seed": cfg.seed, "tailor": cfg.tailor,
             "max_episode_steps": cfg.max_episode_steps, "env_id": cfg.env_id}
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
@@ -320,7 +309,7 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
     agent_path = out / "agent.zip"
     key = _agent_key(cfg)
     t0 = time.perf_counter()
-    if agent_path.is_file() and _read_json(out / "agent.json") == key:
+    if agent_path.is_file() and read_json_or_none(out / "agent.json") == key:
         model = load_agent(cfg.algo, agent_path, device)
         reused = True
     else:

@@ -73,6 +73,7 @@ from noether_rl.recorders.policies import swingup_torque
 from noether_rl.tailoring import TailorConfig
 from noether_rl.training import DataConfig, TrainConfig, train
 from noether_rl.utils.device import resolve_device
+from noether_rl.utils.io import read_json_or_none, sha256_file
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,27 @@ def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[Tr
     return svg, free, meta
 
 
+def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[int], out: Path, first_index: int,
+                         device: torch.device, run_dir: Path) -> tuple[list[float], float]:
+    """Untailored MPC (the scale's planner settings) with the predictor ``ckpt`` on real-env episodes seeded
+    ``seeds`` (lockstep, one batched plan per step), written as recording shards ``first_index, ...`` to ``out``.
+    -> (returns, control rate in Hz)."""
+    from noether_rl.agents.aggregation import record_policy_episodes
+    from noether_rl.agents.mpc import MPCAgent, MPCConfig
+    from noether_rl.agents.planners import make_planner
+
+    wm, _ = load_world_model(str(ckpt), reward, device, run_dir)
+    wm.precision = s.precision  # type: ignore[assignment]
+    probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
+    planner = make_planner(s.planner, s.horizon, probe.action_space.low, probe.action_space.high,
+                           population=s.population, iterations=s.iterations, seed=seeds[0], device=device)
+    probe.close()
+    agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.replan_every, tailor=False))
+    make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
+    returns = record_policy_episodes(agent.predict, make_env, seeds, s.steps, out, first_index=first_index)
+    return returns, agent.stats()["control_rate_hz"]
+
+
 def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainConfig, start: Path,
               reward: RewardSpec, device: torch.device) -> tuple[TrainConfig | None, list[dict[str, Any]]]:
     """Data-aggregation rounds (see ``Scale.aggregate_*``) starting from the predictor ``start``, fine-tuned with
@@ -188,10 +210,7 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
     ``round{r}/collect.json`` (that round's returns, cached by the predictor's and reward model's hashes and the
     settings; a round collected again retrains its fine-tune from scratch), ``round{r}/data`` (the spliced
     recording), ``round{r}/svg`` (the fine-tuned predictor). -> (the last round's train config or None, rows)."""
-    from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
-    from noether_rl.agents.mpc import MPCAgent, MPCConfig
-    from noether_rl.agents.planners import make_planner
-    from noether_rl.utils.io import sha256_file
+    from noether_rl.agents.aggregation import spliced_recording
 
     if s.aggregate_rounds <= 0:
         return None, []
@@ -205,25 +224,19 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
         seeds = [s.aggregate_seed + 100 * r + i for i in range(s.aggregate_episodes)]
         if eval_seeds & set(seeds):
             raise UserError(f"aggregate_seed={s.aggregate_seed} makes collection seeds overlap the evaluation seeds")
-        key = {"predictor_sha256": sha256_file(ckpt), "reward": sha256_file(reward.path) if reward.path else reward.kind, "seeds": seeds, "steps": s.steps, "planner": s.planner,
-               "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
+        key = {"predictor_sha256": sha256_file(ckpt),
+               "reward": sha256_file(reward.path) if reward.path else reward.kind,
+               "seeds": seeds, "steps": s.steps, "planner": s.planner, "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
                "replan_every": s.replan_every, "tailor": False, "precision": s.precision}
         path = agg / f"round{r}" / "collect.json"
         row = _cached(path, key)
         fresh = row is None
         if fresh:
             t = time.perf_counter()
-            wm, _ = load_world_model(str(ckpt), reward, device, Path(cfg.out))
-            wm.precision = s.precision  # type: ignore[assignment]
-            probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
-            planner = make_planner(s.planner, s.horizon, probe.action_space.low, probe.action_space.high,
-                                   population=s.population, iterations=s.iterations, seed=seeds[0], device=device)
-            probe.close()
-            agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.replan_every, tailor=False))
-            make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
-            returns = record_policy_episodes(agent.predict, make_env, seeds, s.steps, agg / "mpc_data", first_index=r * s.aggregate_episodes)
+            returns, rate = collect_mpc_episodes(ckpt, reward, s, seeds, agg / "mpc_data", r * s.aggregate_episodes,
+                                                 device, Path(cfg.out))
             row = {"config": key, "round": r, "predictor": str(ckpt), "returns": mean_se(returns),
-                   "control_rate_hz": agent.stats()["control_rate_hz"], "wall_time_s": time.perf_counter() - t}
+                   "control_rate_hz": rate, "wall_time_s": time.perf_counter() - t}
             write_results(path, row)
         rows.append(row)
         n_extra = (r + 1) * s.aggregate_episodes
@@ -477,13 +490,8 @@ def _cached(path: Path, config: dict[str, Any], checkpoint: Path | None = None) 
     checkpoint of the same content: a retrained model at the same path is not reused), else None."""
     import json
 
-    from noether_rl.utils.io import sha256_file
-
-    if not path.is_file():
-        return None
-    try:
-        res = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    res = read_json_or_none(path)
+    if not isinstance(res, dict):
         return None
     if checkpoint is not None and res.get("checkpoint_sha256") != sha256_file(checkpoint):
         return None
@@ -492,8 +500,6 @@ def _cached(path: Path, config: dict[str, Any], checkpoint: Path | None = None) 
 
 def _stamped(path: Path, res: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
     """``res`` with the checkpoint's sha256, rewritten to ``path`` (what :func:`_cached` checks)."""
-    from noether_rl.utils.io import sha256_file
-
     res = {**res, "checkpoint_sha256": sha256_file(checkpoint)}
     write_results(path, res)
     return res

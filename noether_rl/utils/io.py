@@ -136,6 +136,14 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
         f.write("\n")
 
 
+def read_json_or_none(path: str | os.PathLike[str]) -> Any:
+    """The JSON value in ``path``, or None when it is missing or unreadable (a cache miss, not an error)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
