@@ -213,14 +213,31 @@ def self_check(n: int = 256, seed: int = 0) -> dict[str, float]:
     return {"max_abs_state_diff": ds, "max_abs_reward_diff": dr, "transitions": n}
 
 
+def pixel_state(obs: np.ndarray, prev: np.ndarray, dt: float) -> Tensor:
+    """The state a perfect model could at best read off the observations: theta from the current frame's rod
+    pixels (``pendulum_angle_from_frames``), theta_dot from its wrapped difference to the previous frame's
+    angle over ``dt``. obs, prev: uint8 [n, H, W, 3] -> [n, 2] float64."""
+    from noether_rl.agents.reward import pendulum_angle_from_frames
+
+    def angle(o: np.ndarray) -> Tensor:
+        return pendulum_angle_from_frames(torch.from_numpy(o).permute(0, 3, 1, 2).double() / 255)
+
+    th, th_prev = angle(obs), angle(prev)
+    return torch.stack([th, PendulumOracle.angle_normalize(th - th_prev) / dt], 1)
+
+
 def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_seed: int = 0,
-                   model: dict[str, float] | None = None, reward: Any = None) -> dict[str, Any]:
+                   model: dict[str, float] | None = None, reward: Any = None,
+                   from_pixels: bool = False) -> dict[str, Any]:
     """Seeded real-env episodes in lockstep, planned as MPCAgent does (batched over episodes). ``model``:
     PendulumOracle keyword arguments of a deliberately wrong planning model (the tolerance rows); ``reward``: a
-    learned reward model (true dynamics, learned reward on the drawn frames)."""
+    learned reward model (true dynamics, learned reward on the drawn frames); ``from_pixels``: plan from the
+    state read off the last two observations (:func:`pixel_state`) instead of the env's true state (true
+    dynamics and reward): what the observation's resolution alone allows a perfect model."""
     envs = [make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps) for _ in seeds]
-    for e, sd in zip(envs, seeds):
-        e.reset(seed=int(sd))
+    obs = np.stack([e.reset(seed=int(sd))[0] for e, sd in zip(envs, seeds)])
+    prev_obs = obs.copy()
+    state_err: list[np.ndarray] = []
     oracle = (LearnedRewardOracle(envs[0], reward) if reward is not None
               else PendulumOracle(envs[0], seed=planner_seed, **(model or {})))
     space = envs[0].action_space
@@ -236,6 +253,13 @@ def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_
     while not done.all():
         if plan is None or since >= s.replan_every:
             state = torch.tensor(np.stack([e.unwrapped.state for e in envs]), dtype=torch.float64)  # [n, 2]
+            if from_pixels:
+                est = pixel_state(obs, prev_obs, oracle.dt)
+                live = ~done
+                err = (est - state).numpy()
+                err[:, 0] = PendulumOracle.angle_normalize(torch.from_numpy(err[:, 0])).numpy()
+                state_err.append(np.abs(err[live]))
+                state = est
             last_u = torch.tensor([float(e.unwrapped.last_u or 0.0) for e in envs], dtype=torch.float64)
             c0 = time.process_time()
             if plan is not None:
@@ -246,11 +270,12 @@ def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_
             since = 0
         actions = plan[:, since].numpy().astype(np.float32)
         since += 1
+        prev_obs = obs.copy()
         for i, env in enumerate(envs):
             if done[i]:
                 continue
             thetas[i, t] = PendulumOracle.angle_normalize(torch.tensor(float(env.unwrapped.state[0]))).item()
-            _, r, term, trunc, _ = env.step(actions[i])
+            obs[i], r, term, trunc, _ = env.step(actions[i])
             returns[i] += r
             done[i] = term or trunc
         t += 1
@@ -260,6 +285,10 @@ def run_oracle_mpc(s: Setting, seeds: list[int], steps: int, size: int, planner_
     res = {"setting": asdict(s), "seeds": seeds, "returns": mean_se(returns.tolist()),
             "balanced_episodes": int((upright >= 0.9).sum()), "upright_frac_last50": upright.tolist(),
             "plan_calls": calls, "cpu_s_per_batched_plan": cpu / max(calls, 1), "problems_per_call": n}
+    if from_pixels:
+        e = np.concatenate(state_err)
+        res["pixel_state_abs_error"] = {"theta_deg_mean": float(np.degrees(e[:, 0]).mean()),
+                                        "theta_dot_mean": float(e[:, 1].mean()), "plan_calls": int(len(e))}
     if isinstance(oracle, LearnedRewardOracle):
         res["frame_table_check"] = oracle.table_check(envs[0])
     if model:
@@ -425,6 +454,13 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None,
                    help="with --reward-model: the demo's world model (e.g. OUT/noether/last.pt): how well its "
                         "imagined candidate scores rank like the truth (score_agreement)")
+    p.add_argument("--from-pixels", action="store_true",
+                   help="also plan with the true dynamics and reward from the state read off the 32x32 observations "
+                        "(angle from the rod's pixels, velocity from two frames): what the resolution alone allows, "
+                        "at the demo's setting and replanning every step (CEM); with the true state too, per horizon")
+    p.add_argument("--pixel-horizons", type=int, nargs="+", default=[15],
+                   help="with --from-pixels: planning horizons to run (e.g. 5 8 10 15: how short a horizon still "
+                        "balances with a perfect model)")
     p.add_argument("--only-agreement", action="store_true", help="with --checkpoint: skip the learned-reward episode rows")
     args = p.parse_args()
     if args.checkpoint and not args.reward_model:
@@ -482,6 +518,13 @@ def main() -> None:
         r["cpu_s_per_plan_single"] = time_single(base, max(2, args.timing_repeats // 5), reward=rmodel, size=size)
         r["reward_model"] = args.reward_model
         rows[f"true dynamics + learned reward, {base.name}"] = r
+    if args.from_pixels:
+        for h, k in itertools.product(args.pixel_horizons, sorted({base.replan_every, 1})):
+            s = Setting("cem", base.population, h, base.iterations, k)
+            for label, fp in (("true state", False), ("state from pixels", True)):
+                r = run_oracle_mpc(s, eval_seeds, steps, size, from_pixels=fp)
+                r["cpu_s_per_plan_single"] = time_single(s, args.timing_repeats)
+                rows[f"{label}, {s.name}"] = r
     if args.tolerance:
         zero = run_episodes(lambda o, *a: (np.zeros((len(o), 1), np.float32), None),
                             lambda: make_real_env(PIXEL_PENDULUM_ID, (size, size, 3), steps), eval_seeds)
@@ -533,7 +576,7 @@ def main() -> None:
     out["paired_eval"].update({f"scripted swing-up - {k}": paired(rows["scripted swing-up"], v)
                                for k, v in rows.items() if k.startswith("oracle")})
     out["paired_eval"].update({f"{k} - oracle demo": paired(v, demo_row)
-                               for k, v in rows.items() if k.startswith(("oracle", "wrong", "true dyn")) and v is not demo_row})
+                               for k, v in rows.items() if k.startswith(("oracle", "wrong", "true dyn", "true state", "state from")) and v is not demo_row})
     out["cpu_s_total"] = time.process_time() - t_start
 
     print(f"\nreal-env returns, {steps}-step episodes, evaluation seeds {eval_seeds[0]}..{eval_seeds[-1]} "
