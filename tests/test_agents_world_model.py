@@ -118,6 +118,35 @@ def test_reward_cnn_fits_recorded_rewards_and_round_trips(tiny_recording, tmp_pa
         load_reward(tmp_path / "other.pt")
 
 
+def test_default_reward_model_is_reused_only_when_fit_with_the_same_settings(tiny_recording, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from noether_rl.agents.runs import RewardSpec, build_reward
+    from noether_rl.training.config import DataConfig, TrainConfig
+
+    cpu, out = torch.device("cpu"), tmp_path / "run"
+    cfg = TrainConfig(out=str(tmp_path / "t"), data=DataConfig(root=str(tiny_recording), train_episodes=2))
+    spec = RewardSpec(epochs=1, val_episodes=1)
+    assert not build_reward(spec, cfg, cpu, out)[1]["reused"] and (out / "reward.pt").is_file()
+    info = build_reward(spec, cfg, cpu, out)[1]
+    assert info["reused"] and "settings_unknown" not in info
+    moved = shutil.copytree(tiny_recording, tmp_path / "moved")  # same episodes elsewhere: still the same fit
+    assert build_reward(replace(spec, data=str(moved)), cfg, cpu, out)[1]["reused"]
+    with pytest.raises(UserError, match=r"other settings \(epochs differ\); delete it to refit"):
+        build_reward(replace(spec, epochs=2), cfg, cpu, out)
+    with pytest.raises(UserError, match="episodes_sha256, train, val differ"):
+        build_reward(spec, replace(cfg, data=replace(cfg.data, train_episodes=1)), cpu, out)
+    # given explicitly, the file is used as is
+    assert build_reward(replace(spec, epochs=2, path=str(out / "reward.pt")), cfg, cpu, out)[1]["reused"]
+    # a reward.pt saved before the settings were stored is still reused, and says so
+    ckpt = torch.load(out / "reward.pt", weights_only=True)
+    del ckpt["summary"]["fit_settings"]
+    torch.save(ckpt, out / "reward.pt")
+    info = build_reward(replace(spec, epochs=2), cfg, cpu, out)[1]
+    assert info["reused"] and info["settings_unknown"] is True
+
+
 def test_prepare_once_then_score_many_matches_imagine_and_per_candidate():
     wm = tiny_world_model()
     ctx, ca, seqs = _inputs()

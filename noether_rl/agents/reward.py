@@ -24,7 +24,9 @@ A user function ``fn(action [M, A], next_obs [M, C, H, W]) -> [M]`` is wrapped b
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,6 +187,22 @@ def reward_mse(model: RewardCNN, frames: Tensor, actions: Tensor, rewards: Tenso
     return total / max(n, 1)
 
 
+def reward_fit_settings(cfg: RewardFitConfig) -> dict[str, Any]:
+    """What a fitted reward model depends on, to decide whether a saved one may be reused: the content of the
+    episodes it was fit and validated on (``episodes_sha256``: sha256 of their shards' sha256s in the
+    recording's manifest, so a moved recording still matches and a re-recorded one does not), the train / val
+    episode indices and the other fit settings (epochs, batch size, lr, width, seed). JSON-able."""
+    shards = load_manifest(cfg.data)["shards"]
+    episodes = [*cfg.train, *cfg.val]
+    bad = [i for i in episodes if not 0 <= i < len(shards)]
+    if bad:
+        raise UserError(f"reward fit episodes {bad} are not in {cfg.data} ({len(shards)} episodes)")
+    digest = hashlib.sha256(json.dumps([shards[i]["sha256"] for i in episodes]).encode()).hexdigest()
+    settings = dataclasses.asdict(cfg)
+    del settings["data"]
+    return {**settings, "train": list(cfg.train), "val": list(cfg.val), "episodes_sha256": digest}
+
+
 def fit_reward(cfg: RewardFitConfig, device: torch.device | str = "cpu") -> tuple[RewardCNN, dict[str, Any]]:
     """Train a reward CNN; returns it (eval mode) and a summary with train/val MSE."""
     device = torch.device(device)
@@ -217,7 +235,8 @@ def fit_reward(cfg: RewardFitConfig, device: torch.device | str = "cpu") -> tupl
             opt.step()
     model.eval()
     summary: dict[str, Any] = {"train_mse": reward_mse(model, frames, actions, rewards, device),
-                               "reward_var_train": float(rewards.var()), "train_episodes": list(cfg.train)}
+                               "reward_var_train": float(rewards.var()), "train_episodes": list(cfg.train),
+                               "data": str(cfg.data), "fit_settings": reward_fit_settings(cfg)}
     if cfg.val:
         vf, va, vr = _transitions(cfg.data, cfg.val)
         summary.update(val_mse=reward_mse(model, vf, va, vr, device), reward_var_val=float(vr.var()),
@@ -238,6 +257,13 @@ def save_reward(path: str | os.PathLike[str], model: RewardCNN, summary: dict[st
 
 def load_reward(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> RewardCNN:
     """Load :func:`save_reward`'s file (``weights_only``); a wrong or damaged file -> one-line UserError."""
+    return load_reward_with_summary(path, device)[0]
+
+
+def load_reward_with_summary(path: str | os.PathLike[str],
+                             device: torch.device | str = "cpu") -> tuple[RewardCNN, dict[str, Any]]:
+    """:func:`load_reward` and the summary saved with the model (``fit_reward``'s; files written before the
+    fit settings were stored have no ``"fit_settings"`` key)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"reward model {path} does not exist")
@@ -253,7 +279,8 @@ def load_reward(path: str | os.PathLike[str], device: torch.device | str = "cpu"
         model.load_state_dict(ckpt["model"])
     except RuntimeError:
         raise UserError(f"reward model {path} does not match its own config; refit it") from None
-    return model.to(device).eval()
+    summary = ckpt.get("summary")
+    return model.to(device).eval(), dict(summary) if isinstance(summary, dict) else {}
 
 
 def pendulum_angle_from_frames(frames: Tensor) -> Tensor:
@@ -279,4 +306,5 @@ def pendulum_pixel_reward(action: Tensor, next_obs: Tensor) -> Tensor:
 
 
 __all__ = ["FunctionReward", "RewardCNN", "RewardConfig", "RewardFitConfig", "RewardModel", "fit_reward",
-           "load_reward", "pendulum_angle_from_frames", "pendulum_pixel_reward", "reward_mse", "save_reward"]
+           "load_reward", "load_reward_with_summary", "pendulum_angle_from_frames", "pendulum_pixel_reward",
+           "reward_fit_settings", "reward_mse", "save_reward"]

@@ -27,7 +27,9 @@ from noether_rl.agents.reward import (
     RewardModel,
     fit_reward,
     load_reward,
+    load_reward_with_summary,
     pendulum_pixel_reward,
+    reward_fit_settings,
     save_reward,
 )
 from noether_rl.agents.world_model import WorldModel
@@ -70,8 +72,11 @@ def make_real_env(env_id: str, obs_shape: tuple[int, int, int], max_steps: int |
 class RewardSpec:
     """kind: "learned" (a reward CNN fit on the recorded rewards of the checkpoint's training episodes, or
     loaded from ``path``) or "pendulum-pixels" (the hand-written pixel-angle reward).
-    path: where the fitted reward model is read from / written to. data: recording to fit on (default:
-    the checkpoint's). val_episodes: held-out episodes after the training ones, for the reported MSE."""
+    path: a reward model to use as is (fit and written there when the file is missing); None = ``OUT/reward.pt``,
+    reused only when it was fit with the same settings (``reward_fit_settings``: the episodes' content and
+    indices, epochs, ...), otherwise a UserError asks to delete it or give it as ``path``. data: recording to
+    fit on (default: the checkpoint's). val_episodes: held-out episodes after the training ones, for the
+    reported MSE."""
 
     kind: str = "learned"
     path: str | None = None
@@ -87,20 +92,36 @@ def build_reward(spec: RewardSpec, train_cfg: Any, device: torch.device, out: Pa
     if spec.kind == "pendulum-pixels":
         return FunctionReward(pendulum_pixel_reward), {"kind": spec.kind}
     path = Path(spec.path) if spec.path else out / "reward.pt"
-    if path.is_file():
+    if spec.path and path.is_file():  # given explicitly: used as is
         return load_reward(path, device), {"kind": "learned", "path": str(path), "reused": True}
     from noether_rl.data import load_manifest
 
     data = spec.data or train_cfg.data.root
-    if not data or not Path(data, "manifest.json").is_file():
+    fit_cfg = None
+    if data and Path(data, "manifest.json").is_file():
+        n = len(load_manifest(data)["shards"])
+        n_train = min(train_cfg.data.train_episodes, n)
+        val = tuple(range(n_train, min(n, n_train + spec.val_episodes)))
+        fit_cfg = RewardFitConfig(data=str(data), train=tuple(range(n_train)), val=val, epochs=spec.epochs)
+    if path.is_file():  # the default OUT/reward.pt of an earlier run
+        model, saved = load_reward_with_summary(path, device)
+        info: dict[str, Any] = {"kind": "learned", "path": str(path), "reused": True}
+        stored = saved.get("fit_settings")
+        if not isinstance(stored, dict):  # written before the fit settings were stored
+            return model, {**info, "settings_unknown": True}
+        if fit_cfg is None:
+            return model, {**info, "settings_checked": False, "why": f"no recording at {data!r} to compare with"}
+        want = reward_fit_settings(fit_cfg)
+        diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+        if diff:
+            raise UserError(f"{path} was fit with other settings ({', '.join(diff)} differ); delete it to refit, or "
+                            f"give it explicitly (--reward-model {path}) to use it as is")
+        return model, info
+    if fit_cfg is None:
         raise UserError(f"no recording at {data!r} to fit the reward model on; give --reward-data DIR, "
                         "--reward-model PATH or --reward pendulum-pixels")
-    n = len(load_manifest(data)["shards"])
-    n_train = min(train_cfg.data.train_episodes, n)
-    val = tuple(range(n_train, min(n, n_train + spec.val_episodes)))
     t0 = time.perf_counter()
-    model, summary = fit_reward(RewardFitConfig(data=str(data), train=tuple(range(n_train)), val=val,
-                                                epochs=spec.epochs), device)
+    model, summary = fit_reward(fit_cfg, device)
     summary["wall_time_s"] = time.perf_counter() - t0
     save_reward(path, model, summary)
     return model, {"kind": "learned", "path": str(path), "reused": False, "fit": summary, "data": str(data)}

@@ -365,9 +365,10 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
     for name, c in stages:
         with clock(f"train_{name}"):
             train(c)
-    reward = RewardSpec(kind="learned", path=str(out / "reward.pt"), epochs=s.reward_epochs, val_episodes=s.val_episodes)
-    with clock("reward_fit"):
-        build_reward(reward, svg_cfg, device, out)
+    fit = RewardSpec(kind="learned", epochs=s.reward_epochs, val_episodes=s.val_episodes)
+    with clock("reward_fit"):  # OUT/reward.pt, reused by a rerun only when fit with the same settings
+        build_reward(fit, svg_cfg, device, out)
+    reward = replace(fit, path=str(out / "reward.pt"))  # the later stages use that file as is
     with clock("aggregate"):
         start = Path(free_cfg.out if s.free_running_epochs > 0 else svg_cfg.out) / "last.pt"
         agg_cfg, agg_rows = aggregate(cfg, s, root, free_cfg, start, reward, device)
