@@ -20,7 +20,10 @@ candidates, then mean ± s.e. over contexts) and paired differences against ``un
 Writes JSON to ``--out`` (default: print only).
 
 CUDA graphs (``WorldModel(cuda_graph=True)``: the candidate rollouts + reward replayed as one graph per shape;
-the per-step preparation and tailoring stay eager). ``--cuda-graph`` times the modes with graphs on.
+the per-step preparation and tailoring stay eager). ``--cuda-graph`` times the modes with graphs on; they apply
+to untailored / shared / per_iteration only: per_candidate tailors every candidate through
+``NoetherNetwork.predict`` and never replays a graph. Each mode's row says what happened: ``"cuda_graph"``
+(true when its plan calls replayed graphs, counted by ``WorldModel.graph_stats``) and ``"graph_replays"``.
 ``--compare-graph`` (one process, ``--deadline-s`` wall): for each ``--precisions`` and mode untailored /
 shared, eager vs graph arms (median of ``--repeats`` plan calls after one warm-up plan, which captures), the
 eager ``prepare`` alone (the part graphs do not touch: a floor on the step time), and checks that graph and
@@ -83,6 +86,7 @@ def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iteratio
                            device=device)
     every = "plan" if mode in ("untailored", "shared") else "iteration"
     agent = MPCAgent(wm, planner, MPCConfig(tailor=mode != "untailored", tailor_every=every))
+    replays0 = wm.graph_stats()["replays"]
     rng = np.random.default_rng(0)
     obs = rng.integers(0, 256, size=wm.obs_shape, dtype=np.uint8)
     agent.predict(obs)  # warm-up (allocations, cudnn autotune)
@@ -93,8 +97,9 @@ def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iteratio
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     med = statistics.median(times)
+    replays = wm.graph_stats()["replays"] - replays0  # per_candidate: 0 (its rollouts never run as graphs)
     return {"median_s_per_step": med, "control_rate_hz": 1.0 / med, "median_cpu_s_per_step": statistics.median(cpu),
-            "repeats": repeats}
+            "repeats": repeats, "cuda_graph": replays > 0, "graph_replays": replays}
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -357,6 +362,9 @@ def main() -> None:
            "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
            "iterations": args.iterations, "cuda_graph": args.cuda_graph, "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modes": {}}
+    if args.cuda_graph:
+        res["cuda_graph_note"] = ("graphs apply to untailored / shared / per_iteration; per_candidate runs eagerly "
+                                  "(NoetherNetwork.predict per candidate); see each mode's cuda_graph")
     if args.compare_graph:
         res["repeats"] = args.repeats
         res.pop("modes")
@@ -371,8 +379,9 @@ def main() -> None:
         if base is not None and mode != "untailored":
             m["cpu_relative_to_untailored"] = m["median_cpu_s_per_step"] / base["median_cpu_s_per_step"]
         rel = f", {m['cpu_relative_to_untailored']:.2f}x untailored CPU" if "cpu_relative_to_untailored" in m else ""
+        graphs = (", CUDA graphs" if m["cuda_graph"] else ", eager (graphs do not apply)") if args.cuda_graph else ""
         print(f"{mode:14s} {m['control_rate_hz']:.2f} Hz ({m['median_s_per_step'] * 1e3:.0f} ms/step wall, "
-              f"{m['median_cpu_s_per_step'] * 1e3:.0f} ms/step CPU{rel})", flush=True)
+              f"{m['median_cpu_s_per_step'] * 1e3:.0f} ms/step CPU{rel}{graphs})", flush=True)
     if args.fidelity_contexts:
         res["fidelity"] = fidelity(wm, args.fidelity_contexts, args.fidelity_candidates, args.horizon, seed=1000)
         print(json.dumps(res["fidelity"], indent=1))
