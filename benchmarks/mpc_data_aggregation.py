@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from noether_rl.training import train
 
-    scale = replace(SCALES["small"], replan_every=args.replan_every)
+    scale = replace(SCALES["small-long"], aggregate_replan_every=args.replan_every)
     cfg = PendulumControlConfig(out=str(args.run), progress=False)
     _, free, _ = _train_configs(cfg, scale, args.run / "data")
     ckpt = str(Path(free.out) / "last.pt")

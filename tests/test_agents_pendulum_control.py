@@ -10,7 +10,7 @@ TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 
        "n_future": 3, "stride": 8, "svg_epochs": 1, "noether_epochs": 1, "reward_epochs": 1, "eval_windows": 4,
        "fidelity_starts": (0,), "eval_episodes": 2, "eval_steps": 6, "horizon": 3, "population": 8, "iterations": 1,
        "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1, "aggregate_rounds": 2,
-       "aggregate_episodes": 1, "aggregate_epochs": 1}
+       "aggregate_episodes": 1, "aggregate_epochs": 1, "aggregate_replan_every": 2}
 
 
 def test_pendulum_control_toy(tmp_path):
@@ -31,6 +31,8 @@ def test_pendulum_control_toy(tmp_path):
     agg = tmp_path / "pc" / "aggregate"
     assert sorted(p.name for p in (agg / "mpc_data").glob("*.npz")) == ["episode_00000.npz", "episode_00001.npz"]
     assert json.loads((agg / "round1" / "data" / "manifest.json").read_text())["episodes"] == 6 + 2
+    # the collecting MPC replans at its own interval, not the evaluation rows' (replan_every)
+    assert json.loads((agg / "round0" / "collect.json").read_text())["config"]["replan_every"] == 2
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]

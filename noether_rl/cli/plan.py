@@ -85,8 +85,10 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                                                       f"{s.free_running_epochs} free-running + "
                                                       f"{s.aggregate_rounds} x {s.aggregate_epochs} aggregation + "
                                                       f"{s.noether_epochs} meta epochs, {s.population} MPC "
-                                                      f"candidates, {s.dream_steps} SB3 steps")
-                         + "; small takes about 1 h 50 min on 2 CPU cores")
+                                                      f"candidates replanning every {s.replan_every}, "
+                                                      f"{s.dream_steps} SB3 steps")
+                         + "; small is sized for 60 min on 2 CPU cores, small-long (the README's main figures) "
+                           "takes about 2 h")
     pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
                     help="the one seed of recording, training, planner and SB3 (one model per scale: this "
                          "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")
