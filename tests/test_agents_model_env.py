@@ -30,9 +30,10 @@ S, P = 32, 3
 ACT = spaces.Box(-2.0, 2.0, (1,), np.float32)
 
 
-def tiny_wm(noether: bool = False, reward=None) -> WorldModel:
+def tiny_wm(noether: bool = False, reward=None, stochastic: bool = False) -> WorldModel:
     torch.manual_seed(0)
-    svg = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer"))
+    svg = SVG(SVGConfig(image_size=S, width=4, g_dim=8, rnn_size=16, rnn_layers=1, norm="layer", stochastic=stochastic,
+                        z_dim=4))
     model = NoetherNetwork(svg, NoetherEmbedding(EmbeddingConfig(image_size=S, emb_dim=8)), NoetherConfig()) \
         if noether else svg
     reward = reward or FunctionReward(lambda a, x: -x.mean((1, 2, 3)) - 0.01 * a.pow(2).sum(-1))
@@ -123,3 +124,31 @@ def test_sb3_vec_env_trains_ppo_a_few_steps(contexts):
     for _ in range(4):
         _, _, dones, infos = venv.step(np.zeros((2, 1), np.float32))
     assert dones.all() and infos[0]["terminal_observation"].shape == (S, S, 3) and infos[0]["TimeLimit.truncated"]
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_stochastic_model_with_cuda_graphs_is_seeded_from_the_env(contexts, vector):
+    """A graphed rollout cannot take an explicit generator: the env seeds the device's default generator from
+    its seed instead (CPU here, through the EagerReplay backend)."""
+    from noether_rl.agents.cuda_graph import EagerReplay
+
+    wm = tiny_wm(stochastic=True)
+    wm.use_cuda_graph(True, backend=EagerReplay())
+    context = contexts.sample(np.random.default_rng(0), 2)
+    acts = np.linspace(-2, 2, 8, dtype=np.float32).reshape(4, 2, 1)
+
+    def rollout(seed: int) -> np.ndarray:
+        torch.rand(7)  # other users of the default generator before the reset do not matter
+        if vector:
+            env = WorldModelVectorEnv(wm, contexts, ACT, 2, max_episode_steps=10)
+            env.reset(seed=seed)
+            return np.stack([env.step(a)[1] for a in acts])
+        env = WorldModelEnv(wm, contexts, ACT, max_episode_steps=10)
+        env.reset(seed=seed, options={"context": (context[0][0], context[1][0])})
+        return np.array([env.step(a[0])[1] for a in acts])
+
+    rollout(2)  # captures the graph (a capture's warm-up runs draw from the default generator too)
+    a, b, c = rollout(0), rollout(0), rollout(1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert wm.graph_stats()["captures"] == 1 and wm.graph_stats()["replays"] == 4 * len(acts)

@@ -12,6 +12,10 @@ at every step on that window. Episodes never terminate; they are truncated after
 Observation ``Box(0, 255, (H, W, 3), uint8)`` at the model's frame size; actions are clipped to the
 action space. A non-finite predicted reward raises (``nonfinite_reward=None``) or is replaced by the given
 value and flagged in ``info["nonfinite_reward"]``; it is never passed on silently.
+
+Randomness of a stochastic predictor: an explicit generator seeded from the env's seed at reset; with the
+world model's CUDA graphs on, the device's default generator seeded from it instead (a graph cannot take an
+explicit generator; reproducibility then depends on that default generator, see ``_generator``).
 """
 
 from __future__ import annotations
@@ -155,9 +159,25 @@ def _check_rewards(r: np.ndarray, nonfinite_reward: float | None) -> tuple[np.nd
 
 
 def _generator(wm: WorldModel, rng: np.random.Generator) -> torch.Generator | None:
+    """At reset: the generator of a stochastic predictor's samples, seeded from the env's ``rng`` (None for a
+    deterministic predictor). With CUDA graphs on (``wm.cuda_graph`` at reset) a graphed rollout can only
+    sample from the device's default generator, so that one is seeded from ``rng`` instead (the default CUDA
+    generator of ``wm.device``; the CPU one under a CPU test backend) and None is returned: the samples are
+    then reproducible only while nothing else (e.g. an agent sampling actions on the same device) draws from
+    that default generator between the env's steps (a graph's capture, with its warm-up runs, draws from it
+    too: the rollout that captures differs from a later one with the same seed), and the reseeding at reset
+    affects those other users."""
     if not getattr(wm.predictor, "stochastic", False):
         return None
-    return torch.Generator(device=wm.device).manual_seed(int(rng.integers(2**62)))
+    seed = int(rng.integers(2**62))
+    if not wm.cuda_graph:
+        return torch.Generator(device=wm.device).manual_seed(seed)
+    if wm.device.type == "cuda":
+        with torch.cuda.device(wm.device):
+            torch.cuda.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+    return None
 
 
 class WorldModelEnv(gym.Env):
