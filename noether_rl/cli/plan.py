@@ -21,7 +21,7 @@ def saved_reward_model(s: str) -> str:
 def add_reward_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward", choices=["learned", "pendulum-pixels"], default="learned",
                    help="learned: a reward CNN fit on the recorded rewards of the checkpoint's training episodes "
-                        "(saved as OUT/reward.pt, reused by reruns); pendulum-pixels: -(angle^2) read off the frame")
+                        "(saved as OUT/reward.pt, reused by reruns fit with the same settings); pendulum-pixels: -(angle^2) read off the frame")
     p.add_argument("--reward-model", type=saved_reward_model,
                    help="a saved reward model to use instead of fitting one (e.g. an earlier run's OUT/reward.pt)")
     p.add_argument("--reward-data", help="recording to fit the reward model on (default: the checkpoint's)")
