@@ -470,7 +470,7 @@ def main() -> None:
             raise SystemExit(f"{path} does not exist")
     torch.set_num_threads(1)
 
-    demo = SCALES["small"]
+    demo = SCALES["small-long"]  # the settings of the README's main agents figures
     episodes = args.episodes or demo.eval_episodes
     steps = args.steps or demo.eval_steps
     eval_seeds = [args.eval_seed + i for i in range(episodes)]
