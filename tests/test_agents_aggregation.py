@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
+from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording, with_action_noise
 from noether_rl.agents.runs import make_real_env
 from noether_rl.data import episode_split, load_manifest, open_episode
 from noether_rl.envs import PIXEL_PENDULUM_ID
@@ -68,3 +68,23 @@ def test_bad_input_and_non_finite_actions_are_refused(tmp_path):
                            tmp_path / "short")
     with pytest.raises(UserError, match="has 5 steps"):  # an episode of another length
         spliced_recording(base, tmp_path / "short", 1, 1, tmp_path / "mix")
+
+
+def test_action_noise_is_seeded_clipped_and_zero_means_unchanged():
+    def const(obs, state=None, episode_start=None, deterministic=False):
+        return np.full((len(obs), 1), 1.5, np.float32), "s"
+
+    obs = np.zeros((4000, 2, 2, 3), np.uint8)
+    low, high = np.array([-2.0], np.float32), np.array([2.0], np.float32)
+    assert with_action_noise(const, 0.0, low, high, 0) is const
+    a1, st = with_action_noise(const, 1.0, low, high, 7)(obs)
+    a2, _ = with_action_noise(const, 1.0, low, high, 7)(obs)
+    a3, _ = with_action_noise(const, 1.0, low, high, 8)(obs)
+    assert st == "s" and a1.dtype == np.float32 and a1.shape == (4000, 1)
+    np.testing.assert_array_equal(a1, a2)
+    assert not np.array_equal(a1, a3)
+    assert a1.min() >= -2.0 and a1.max() <= 2.0 and (a1 == 2.0).mean() > 0.2  # 1.5 + N(0, 1) > 2 about 31 %
+    inside = a1[a1 < 2.0]
+    assert abs(np.median(a1) - 1.5) < 0.1 and inside.std() > 0.5
+    with pytest.raises(UserError, match="sigma"):
+        with_action_noise(const, -1.0, low, high, 0)

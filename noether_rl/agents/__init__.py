@@ -13,7 +13,7 @@
   behind ``noether-rl plan`` and ``noether-rl dream-train``.
 """
 
-from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording
+from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording, with_action_noise
 from noether_rl.agents.mpc import MPCAgent, MPCConfig
 from noether_rl.agents.planners import (
            CEM,
@@ -30,4 +30,4 @@ from noether_rl.agents.world_model import Imagined, WorldModel
 
 __all__ = ["CEM", "ICEM", "MPPI", "CEMConfig", "ICEMConfig", "MPPIConfig", "Planner", "make_planner", "MPCAgent",
            "MPCConfig", "FunctionReward", "RewardCNN", "fit_reward", "load_reward", "Imagined", "WorldModel",
-           "record_policy_episodes", "spliced_recording"]
+           "record_policy_episodes", "spliced_recording", "with_action_noise"]

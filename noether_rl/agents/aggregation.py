@@ -33,6 +33,27 @@ from noether_rl.utils.io import atomic_write_json, sha256_file
 Predict = Callable[..., tuple[np.ndarray, Any]]
 
 
+def with_action_noise(predict: Predict, sigma: float, low: np.ndarray, high: np.ndarray, seed: int) -> Predict:
+    """``predict`` whose actions get i.i.d. Gaussian noise of std ``sigma`` (clipped to ``[low, high]``, the
+    env's action bounds), from its own seeded generator: exploration for collected episodes, so the model also
+    sees the effect of actions other than the planner's choice in the states the planner visits. ``sigma`` 0:
+    ``predict`` itself. The policy's recurrent ``state`` passes through unchanged."""
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise UserError(f"action noise sigma must be a finite number >= 0, got {sigma}")
+    if sigma == 0:
+        return predict
+    rng = np.random.default_rng(seed)
+    lo, hi = np.asarray(low), np.asarray(high)
+
+    def noisy(observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+              deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        action, state = predict(observation, state, episode_start, deterministic)
+        action = np.asarray(action)
+        return np.clip(action + sigma * rng.standard_normal(action.shape), lo, hi).astype(action.dtype), state
+
+    return noisy
+
+
 def record_policy_episodes(predict: Predict, make_env: Callable[[], gym.Env], seeds: Sequence[int], steps: int,
                            out: str | os.PathLike[str], first_index: int = 0) -> list[float]:
     """Run one ``steps``-step episode per seed (lockstep: ``predict(obs [n, ...], None, episode_start, True)``),
@@ -128,4 +149,4 @@ def spliced_recording(base: str | os.PathLike[str], extra: str | os.PathLike[str
     return out
 
 
-__all__ = ["record_policy_episodes", "spliced_recording"]
+__all__ = ["record_policy_episodes", "spliced_recording", "with_action_noise"]

@@ -113,6 +113,12 @@ class Scale:
     aggregate_epochs: int = 15
     aggregate_seed: int = 1000
     aggregate_replan_every: int = 3  # the collecting MPC's replanning interval (the reported rounds' setting)
+    # std of Gaussian noise added to the collecting MPC's executed actions (``with_action_noise``; 0 = none, the
+    # setting of every reported run). Measured once, on SELECTION seeds 100-109 (benchmarks/aggregation_noise.py:
+    # one more round from small-long's round-2 model, 10 episodes on collection seeds 1400-1409, 15 epochs; MPC
+    # untailored replanning every 3): noise 1.0 -766 +- 20 vs none -901 +- 26, paired +135 +- 25. Not yet the
+    # default: the default run's figures were measured without it and were not rerun.
+    aggregate_action_noise: float = 0.0
     noether_epochs: int = 4
     batch_size: int = 16
     reward_epochs: int = 10
@@ -194,19 +200,21 @@ def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[i
     """Untailored MPC (the scale's planner settings, replanning every ``s.aggregate_replan_every`` steps) with the predictor ``ckpt`` on real-env episodes seeded
     ``seeds`` (lockstep, one batched plan per step), written as recording shards ``first_index, ...`` to ``out``.
     -> (returns, control rate in Hz)."""
-    from noether_rl.agents.aggregation import record_policy_episodes
+    from noether_rl.agents.aggregation import record_policy_episodes, with_action_noise
     from noether_rl.agents.mpc import MPCAgent, MPCConfig
     from noether_rl.agents.planners import make_planner
 
     wm, _ = load_world_model(str(ckpt), reward, device, run_dir)
     wm.precision = s.precision  # type: ignore[assignment]
     probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
-    planner = make_planner(s.planner, s.horizon, probe.action_space.low, probe.action_space.high,
-                           population=s.population, iterations=s.iterations, seed=seeds[0], device=device)
+    low, high = probe.action_space.low, probe.action_space.high
     probe.close()
+    planner = make_planner(s.planner, s.horizon, low, high, population=s.population, iterations=s.iterations,
+                           seed=seeds[0], device=device)
     agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.aggregate_replan_every, tailor=False))
     make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
-    returns = record_policy_episodes(agent.predict, make_env, seeds, s.steps, out, first_index=first_index)
+    policy = with_action_noise(agent.predict, s.aggregate_action_noise, low, high, seeds[0])
+    returns = record_policy_episodes(policy, make_env, seeds, s.steps, out, first_index=first_index)
     return returns, agent.stats()["control_rate_hz"]
 
 
@@ -235,6 +243,8 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
                "reward": sha256_file(reward.path) if reward.path else reward.kind,
                "seeds": seeds, "steps": s.steps, "planner": s.planner, "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
                "replan_every": s.aggregate_replan_every, "tailor": False, "precision": s.precision}
+        if s.aggregate_action_noise:  # only when used: keeps the cached rounds of earlier runs valid
+            key["action_noise"] = s.aggregate_action_noise
         path = agg / f"round{r}" / "collect.json"
         row = _cached(path, key)
         fresh = row is None
