@@ -12,7 +12,10 @@ rewards over the horizon (``MPCConfig.discount`` defaults to 1.0).
 Rows (real-env returns of seeded 200-step episodes, mean ± s.e. over episodes, paired by seed):
 random and scripted swing-up (the package's baselines: ``runs.random_policy``/``run_episodes`` and
 ``experiments.pendulum_control.scripted_returns``), oracle MPC at the demo's settings (cem / icem / mppi,
-population 64, horizon 15, iterations 3, replan every 3) on the demo's evaluation seeds 0..9.
+population 64, horizon 15, iterations 3, replan every step: scale small-long's settings) on the demo's
+evaluation seeds 0..9. ``--from-pixels`` adds rows planning with the true dynamics from the state READ OFF the
+observations (angle from the rod's pixels, velocity from two frames) next to the true state, per
+``--pixel-horizons``: what the frame resolution alone allows a perfect model.
 
 Selection (``--sweep``): a grid of CEM settings (horizon x population x iterations x replan) is run on
 SELECTION seeds (default 100..109, disjoint from the evaluation seeds); the rule, fixed in advance: the best

@@ -105,7 +105,7 @@ def build_reward(spec: RewardSpec, train_cfg: Any, device: torch.device, out: Pa
         fit_cfg = RewardFitConfig(data=str(data), train=tuple(range(n_train)), val=val, epochs=spec.epochs)
     if path.is_file():  # the default OUT/reward.pt of an earlier run
         model, saved = load_reward_with_summary(path, device)
-        info: dict[str, Any] = {"kind": "learned", "path": str(path), "reused": True}
+        info: dict[str, Any] = {"kind": "learned", "path": str(path), "reused": True, "fit": saved}
         stored = saved.get("fit_settings")
         if not isinstance(stored, dict):  # written before the fit settings were stored
             return model, {**info, "settings_unknown": True}
@@ -115,7 +115,7 @@ def build_reward(spec: RewardSpec, train_cfg: Any, device: torch.device, out: Pa
         diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
         if diff:
             raise UserError(f"{path} was fit with other settings ({', '.join(diff)} differ); delete it to refit, or "
-                            f"give it explicitly (--reward-model {path}) to use it as is")
+                            f"give it explicitly (plan / dream-train: --reward-model {path}) to use it as is")
         return model, info
     if fit_cfg is None:
         raise UserError(f"no recording at {data!r} to fit the reward model on; give --reward-data DIR, "

@@ -10,7 +10,8 @@ from noether_rl.cli import argtypes
 from noether_rl.experiments.pendulum_video import SCALES, PendulumVideoConfig, run_pendulum_video
 
 # what every experiment's --scale names mean (the scale tables themselves live next to each experiment)
-SCALE_ROLES = {"small": "the CPU default", "paper": "the paper's size, for a GPU", "tiny": "a smoke test"}
+SCALE_ROLES = {"small": "the CPU default", "small-long": "a longer CPU recipe", "paper": "the paper's size, for a GPU",
+               "tiny": "a smoke test"}
 
 
 def scale_help(scales: Mapping[str, Any], describe: Callable[[Any], str]) -> str:

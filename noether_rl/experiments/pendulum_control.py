@@ -35,6 +35,7 @@ Nothing is selected on the test episodes or on the evaluation seeds: all setting
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -78,6 +79,8 @@ from noether_rl.utils.io import read_json_or_none, sha256_file
 
 @dataclass(frozen=True)
 class Scale:
+    """One recipe of the demo. The field defaults are scale ``small-long``'s; ``SCALES`` holds the named ones."""
+
     size: int = 32
     width: int = 16
     g_dim: int = 64
@@ -97,8 +100,8 @@ class Scale:
     # actions changes its step-10 angle error by -0.1 +- 0.4 degrees, while the true dynamics move the angle
     # 16.6 degrees), so MPC cannot plan with it. 5 epochs at lr 5e-4 (2f468d2) were not enough. Chosen on the
     # validation episodes (step-10 angle error under the recorded actions, lr 1e-3 fixed in advance) among 20 /
-    # 40 / 60 / 80 epochs, 80 being the most the 60-minute demo budget allows: 15.2 / 10.6 / 7.8 / 7.7
-    # degrees (teacher-forced SVG: 22.6), shuffle effect +3.1 / +6.9 / +7.9 / +9.7 degrees (80 chosen).
+    # 40 / 60 / 80 epochs: 15.2 / 10.6 / 7.8 / 7.7 degrees (teacher-forced SVG: 22.6), shuffle effect
+    # +3.1 / +6.9 / +7.9 / +9.7 degrees (80 chosen for small-long; the default small uses 60 to fit the budget).
     free_running_epochs: int = 80
     free_running_lr: float = 1e-3
     # then data aggregation (``noether_rl.agents.aggregation``; PETS / PlaNet style): per round, untailored MPC
@@ -132,7 +135,8 @@ class Scale:
     iterations: int = 3
     # replan every step: chosen for the aggregated model on SELECTION seeds 100-109 (benchmarks/plan_sweep.py,
     # rule fixed in advance: best mean, cheapest within one paired s.e.): every step -777 +- 30, every 3 steps
-    # -921 +- 34 (3 was the earlier CPU-budget default; it triples the MPC rows' cost)
+    # -921 +- 34 (small-long's setting; the default small replans every 3 to fit the budget: every step triples
+    # the MPC rows' cost)
     replan_every: int = 1
     precision: str = "float32"  # of the MPC candidate rollouts (WorldModel precision)
     dream_algo: str = "ppo"
@@ -362,9 +366,25 @@ class _Clock:
         return {"wall_time_s": self.wall, "cpu_time_s": self.cpu, "torch_threads": torch.get_num_threads()}
 
 
+def _check_recipe(out: Path, s: Scale) -> None:
+    """A rerun into a directory made with another recipe would mix stages (training runs are resumed by their
+    data and model, not their epochs): refuse it with one line naming the differences."""
+    old = read_json_or_none(out / "results.json")
+    spec = old.get("config", {}).get("scale_spec") if isinstance(old, dict) else None
+    if not isinstance(spec, dict):
+        return
+    new = json.loads(json.dumps(asdict(s)))
+    diff = [f"{k} {spec[k]} there vs {new[k]} now" for k in new if k in spec and spec[k] != new[k]]
+    if diff:
+        raise UserError(f"{out} was made with another recipe ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
+                        "rerun with the scale it was made with (the default before 42b8df1 is --scale small-long) "
+                        "or use another --out")
+
+
 def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
     s = cfg.spec
     out = Path(cfg.out)
+    _check_recipe(out, s)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     split = episode_split(s.episodes, s.train_episodes, s.val_episodes)
@@ -384,7 +404,7 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
             train(c)
     fit = RewardSpec(kind="learned", epochs=s.reward_epochs, val_episodes=s.val_episodes)
     with clock("reward_fit"):  # OUT/reward.pt, reused by a rerun only when fit with the same settings
-        build_reward(fit, svg_cfg, device, out)
+        reward_info = build_reward(fit, svg_cfg, device, out)[1]
     reward = replace(fit, path=str(out / "reward.pt"))  # the later stages use that file as is
     with clock("aggregate"):
         start = Path(free_cfg.out if s.free_running_epochs > 0 else svg_cfg.out) / "last.pt"
@@ -421,6 +441,7 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
                        "angle error in degrees, s.e. over test episodes",
             "fidelity": "frame MSE of the model env vs the recording under recorded actions (test episodes)",
         },
+        "reward_fit": reward_info,
         "heldout": {"results": str(out / "heldout" / "results.json"), "summary": _angle_summary(heldout),
                     "angle_error_deg_at_steps": _angle_at_steps(heldout, (1, 5, 10))},
     }
