@@ -15,7 +15,9 @@ the collecting MPC replanning every 3 steps). Then evaluate each arm's predictor
 
 Measured (RUN = the small-long run behind the README's figures, from its round-2 predictor; 2 cores): collection
 returns plain -826 +- 33, noisy -804 +- 44; selection seeds 100-109: plain -901 +- 26, noisy -766 +- 20, paired
-noisy - plain +135 +- 25 (round 2's predictor: -921 +- 34). One round, one seed; evaluation seeds not used.
+noisy - plain +135 +- 25 (round 2's predictor: -921 +- 34). Reported once on the evaluation seeds 0-9 (the same
+command with --seed 0; nothing chosen there): plain -810 +- 38, noisy -753 +- 34, paired +58 +- 46 (n.s.). One
+round, one training seed.
 """
 
 from __future__ import annotations
