@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording, with_action_noise
-from noether_rl.agents.mpc import MPCAgent, MPCConfig
-from noether_rl.agents.planners import make_planner
-from noether_rl.agents.runs import RewardSpec, load_world_model, make_real_env, mean_se
+from noether_rl.agents.aggregation import spliced_recording
+from noether_rl.agents.runs import RewardSpec, mean_se
 from noether_rl.data import load_manifest
-from noether_rl.envs import PIXEL_PENDULUM_ID
-from noether_rl.experiments.pendulum_control import SCALES, PendulumControlConfig, _train_configs
+from noether_rl.experiments.pendulum_control import (
+    SCALES,
+    PendulumControlConfig,
+    _train_configs,
+    collect_mpc_episodes,
+)
 from noether_rl.training import train
 
 
@@ -57,16 +58,9 @@ def main() -> None:
     seeds = [args.first_seed + i for i in range(s.aggregate_episodes)]
     dev = torch.device("cpu")
     if not (root / "mpc_data" / f"episode_{len(seeds) - 1:05d}.npz").exists():
-        wm, _ = load_world_model(str(start), RewardSpec(path=str(args.run / "reward.pt")), dev, root)
-        probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
-        low, high = probe.action_space.low, probe.action_space.high
-        probe.close()
-        planner = make_planner(s.planner, s.horizon, low, high, population=s.population, iterations=s.iterations,
-                               seed=seeds[0], device=dev)
-        agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.aggregate_replan_every, tailor=False))
-        policy = with_action_noise(agent.predict, args.sigma, low, high, args.noise_seed)
-        make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
-        rets = record_policy_episodes(policy, make_env, seeds, s.steps, root / "mpc_data")
+        rets, _ = collect_mpc_episodes(start, RewardSpec(path=str(args.run / "reward.pt")),
+                                       replace(s, aggregate_action_noise=args.sigma), seeds, root / "mpc_data", 0,
+                                       dev, root, noise_seed=args.noise_seed)
         r = mean_se(rets)
         print(f"collection returns {r['mean']:.1f} ± {r['se']:.1f}", flush=True)
     cfg = PendulumControlConfig(out=str(args.run), scale="small-long", progress=False)

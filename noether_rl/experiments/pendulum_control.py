@@ -201,10 +201,12 @@ def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[Tr
 
 
 def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[int], out: Path, first_index: int,
-                         device: torch.device, run_dir: Path) -> tuple[list[float], float]:
+                         device: torch.device, run_dir: Path,
+                         noise_seed: int | None = None) -> tuple[list[float], float]:
     """Untailored MPC (the scale's planner settings, replanning every ``s.aggregate_replan_every`` steps) with the predictor ``ckpt`` on real-env episodes seeded
     ``seeds`` (lockstep, one batched plan per step), written as recording shards ``first_index, ...`` to ``out``.
-    -> (returns, control rate in Hz)."""
+    ``s.aggregate_action_noise`` > 0: exploration noise on the executed actions from a generator seeded
+    ``noise_seed`` (default: the first collection seed). -> (returns, control rate in Hz)."""
     from noether_rl.agents.aggregation import record_policy_episodes, with_action_noise
     from noether_rl.agents.mpc import MPCAgent, MPCConfig
     from noether_rl.agents.planners import make_planner
@@ -218,7 +220,8 @@ def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[i
                            seed=seeds[0], device=device)
     agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.aggregate_replan_every, tailor=False))
     make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
-    policy = with_action_noise(agent.predict, s.aggregate_action_noise, low, high, seeds[0])
+    policy = with_action_noise(agent.predict, s.aggregate_action_noise, low, high,
+                               seeds[0] if noise_seed is None else noise_seed)
     returns = record_policy_episodes(policy, make_env, seeds, s.steps, out, first_index=first_index)
     return returns, agent.stats()["control_rate_hz"]
 
