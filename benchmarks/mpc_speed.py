@@ -379,7 +379,8 @@ def main() -> None:
         if base is not None and mode != "untailored":
             m["cpu_relative_to_untailored"] = m["median_cpu_s_per_step"] / base["median_cpu_s_per_step"]
         rel = f", {m['cpu_relative_to_untailored']:.2f}x untailored CPU" if "cpu_relative_to_untailored" in m else ""
-        graphs = (", CUDA graphs" if m["cuda_graph"] else ", eager (graphs do not apply)") if args.cuda_graph else ""
+        eager = ", eager (graphs do not apply)" if mode == "per_candidate" else ", eager (capture failed: no replays)"
+        graphs = (", CUDA graphs" if m["cuda_graph"] else eager) if args.cuda_graph else ""
         print(f"{mode:14s} {m['control_rate_hz']:.2f} Hz ({m['median_s_per_step'] * 1e3:.0f} ms/step wall, "
               f"{m['median_cpu_s_per_step'] * 1e3:.0f} ms/step CPU{rel}{graphs})", flush=True)
     if args.fidelity_contexts:
