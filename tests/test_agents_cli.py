@@ -81,3 +81,21 @@ def test_dream_train_tiny_budget(checkpoints, tmp_path, algo, monkeypatch):
     if algo == "ppo":  # a different budget (or world model) trains a new agent instead of reusing the old one
         assert main([*args[:6], "48", *args[7:]]) == 0
         assert not json.loads((out / "results.json").read_text())["reused_agent"]
+
+
+def test_reward_flags_that_would_be_ignored_are_one_line_exit_2(checkpoints, tmp_path, capsys):
+    saved = tmp_path / "p"
+    assert main(["plan", "--checkpoint", str(checkpoints[0]), "--out", str(saved), *TINY_PLAN, "--no-video"]) == 0
+    capsys.readouterr()
+    model = ["--reward-model", str(saved / "reward.pt")]
+    base = ["plan", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "q"), "--episodes", "1",
+            "--max-steps", "2", "--horizon", "2", "--population", "4", "--iterations", "1", "--device", "cpu"]
+    for extra, says in ((model + ["--reward-epochs", "3"], "--reward-epochs"),
+                        (model + ["--reward-data", str(tmp_path)], "--reward-data"),
+                        (["--reward", "pendulum-pixels", "--reward-epochs", "3"], "--reward learned"),
+                        (["--reward", "pendulum-pixels", *model], "--reward-model")):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "q").exists()
+    assert main([*base, *model, "--no-video"]) == 0  # the saved model alone is fine

@@ -25,13 +25,26 @@ def add_reward_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-model", type=saved_reward_model,
                    help="a saved reward model to use instead of fitting one (e.g. an earlier run's OUT/reward.pt)")
     p.add_argument("--reward-data", help="recording to fit the reward model on (default: the checkpoint's)")
-    p.add_argument("--reward-epochs", type=positive_int, default=10, help="epochs of the reward CNN fit on recorded rewards")
+    p.add_argument("--reward-epochs", type=positive_int,
+                   help="epochs of the reward CNN fit on recorded rewards (default: RewardSpec.epochs)")
 
 
 def reward_spec(args: argparse.Namespace):
+    """The reward flags as a RewardSpec; flags that would be ignored (fit settings next to a saved model, or any
+    learned-reward flag next to ``--reward pendulum-pixels``) are a user mistake."""
     from noether_rl.agents.runs import RewardSpec
+    from noether_rl.errors import UserError
 
-    return RewardSpec(kind=args.reward, path=args.reward_model, data=args.reward_data, epochs=args.reward_epochs)
+    fit_flags = [f for f, v in (("--reward-data", args.reward_data), ("--reward-epochs", args.reward_epochs))
+                 if v is not None]
+    if args.reward == "pendulum-pixels" and (fit_flags or args.reward_model):
+        raise UserError(f"{' / '.join(fit_flags + ['--reward-model'] * bool(args.reward_model))} are only used with "
+                        "--reward learned; drop them or drop --reward pendulum-pixels")
+    if args.reward_model and fit_flags:
+        raise UserError(f"{' / '.join(fit_flags)} set how a reward model is fit, but --reward-model uses a saved "
+                        "one as is; drop one of them")
+    epochs = {} if args.reward_epochs is None else {"epochs": args.reward_epochs}
+    return RewardSpec(kind=args.reward, path=args.reward_model, data=args.reward_data, **epochs)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
