@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from noether_rl.experiments.pendulum_control import PendulumControlConfig, run_pendulum_control
+from noether_rl.experiments.pendulum_control import (
+    PendulumControlConfig,
+    _angle_summary,
+    below_floor_warnings,
+    run_pendulum_control,
+)
 
 TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 3, "val_episodes": 1, "steps": 56,
        "n_future": 3, "stride": 8, "svg_epochs": 1, "noether_epochs": 1, "reward_epochs": 1, "eval_windows": 4,
@@ -24,6 +29,8 @@ def test_pendulum_control_toy(tmp_path):
     # the world model's held-out angle error per step, next to the copy-last floor, is reported
     at = res["heldout"]["angle_error_deg_at_steps"]
     assert {"SVG", "SVG (free-running fine-tune)", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
+    assert res["warnings"] == below_floor_warnings(_angle_summary(json.loads(
+        (tmp_path / "pc" / "heldout" / "results.json").read_text())))
     assert res["stage"] == "complete" and res["cpu_time_s"]["train_svg"] > 0
     assert res["cpu_time_s"]["train_svg_free_running"] > 0
     # data aggregation: one MPC episode per round joins the training episodes; g_phi starts from the last round
@@ -83,3 +90,12 @@ def test_a_directory_made_with_another_recipe_is_refused_before_any_work(tmp_pat
     from noether_rl.experiments.pendulum_control import _check_recipe
 
     _check_recipe(out, SCALES["small-long"])
+
+
+def test_below_floor_warnings_names_models_not_below_copy_last():
+    angles = {"copy last frame": {"mean_per_step": [8.2, 40.4]}, "SVG": {"mean_per_step": [8.4, 46.4]},
+              "Noether": {"mean_per_step": [1.8, 4.0]}, "tie": {"mean_per_step": [8.2, 1.0]},
+              "missing": {"mean_per_step": None}}
+    w = below_floor_warnings(angles)
+    assert len(w) == 2 and w[0].startswith("SVG: step-1 test angle error 8.4") and w[1].startswith("tie:")
+    assert below_floor_warnings({"SVG": {"mean_per_step": [9.0]}}) == []  # no floor measured: nothing to say

@@ -120,5 +120,7 @@ def run_pendulum_control_cli(args: argparse.Namespace) -> int:
         print(f"{name:22s} return {r['mean']:8.1f} ± {r['se']:.1f}")
     for name, d in res["paired"].items():
         print(f"{name:32s} {d['mean']:+8.1f} ± {d['se']:.1f} (paired)")
+    for w in res.get("warnings", []):
+        print(f"warning: {w}")
     print(f"results: {args.out}/results.json")
     return 0

@@ -385,8 +385,8 @@ def _check_recipe(out: Path, s: Scale) -> None:
     diff = [f"{k} {spec[k]} there vs {new[k]} now" for k in new if k in spec and spec[k] != new[k]]
     if diff:
         raise UserError(f"{out} was made with another recipe ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
-                        "rerun with the scale it was made with (the default before 42b8df1 is --scale small-long) "
-                        "or use another --out")
+                        "rerun with the scale it was made with (the default before 42b8df1 is --scale small-long; "
+                        "runs before 34a345d had svg_epochs 20, which no scale has now) or use another --out")
 
 
 def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
@@ -453,6 +453,7 @@ def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
         "heldout": {"results": str(out / "heldout" / "results.json"), "summary": _angle_summary(heldout),
                     "angle_error_deg_at_steps": _angle_at_steps(heldout, (1, 5, 10))},
     }
+    results["warnings"] = below_floor_warnings(_angle_summary(heldout))
     results["aggregate"] = {"rounds": [{k: v for k, v in row.items() if k != "config"} for row in agg_rows],
                             "what": "MPC (untailored) returns on each round's collection seeds, with the predictor "
                                     "before that round's fine-tune"}
@@ -516,6 +517,20 @@ def _angle_at_steps(heldout: dict[str, Any], steps: tuple[int, ...]) -> dict[str
         m, se = a.get("mean_per_step") or [], a.get("se_per_step") or []
         out[name] = {f"step {k}": (f"{m[k - 1]:.1f} ± {se[k - 1]:.1f}" if k <= len(m) and k <= len(se)
                                    and se[k - 1] is not None else None) for k in steps}
+    return out
+
+
+def below_floor_warnings(angles: dict[str, Any], floor: str = "copy last frame") -> list[str]:
+    """One line per model whose step-1 test angle error is not below the copy-last-frame floor's (``angles``:
+    :func:`_angle_summary`): such a model learned nothing about the motion, e.g. a teacher-forced SVG still on
+    the predict-a-blurred-frame plateau (see ``Scale.svg_epochs``)."""
+    ref = (angles.get(floor) or {}).get("mean_per_step") or []
+    out = []
+    for name, a in angles.items():
+        m = a.get("mean_per_step") or []
+        if name != floor and ref and m and m[0] is not None and ref[0] is not None and not m[0] < ref[0]:
+            out.append(f"{name}: step-1 test angle error {m[0]:.1f} deg is not below copying the last frame "
+                       f"({ref[0]:.1f} deg); it has not learned the motion (teacher-forced SVG: more svg_epochs)")
     return out
 
 
