@@ -11,6 +11,11 @@
   spliced into a recording's training episodes.
 - :mod:`~noether_rl.agents.dream`, :mod:`~noether_rl.agents.runs`: SB3 agents for small frames; the recipes
   behind ``noether-rl plan`` and ``noether-rl dream-train``.
+
+The names below are importable from ``noether_rl.agents``; the env classes (``WorldModelEnv``,
+``WorldModelVectorEnv``, ``SB3WorldModelVecEnv``, ``EnvContexts``, ``RecordingContexts``), ``make_sb3_agent`` and
+the CLI recipes are imported from their modules (:mod:`~noether_rl.agents.model_env`, ``.dream``, ``.runs``),
+which load Stable-Baselines3. Examples: ``docs/AGENTS.md``.
 """
 
 from noether_rl.agents.aggregation import record_policy_episodes, spliced_recording, with_action_noise

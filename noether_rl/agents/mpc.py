@@ -158,7 +158,7 @@ class MPCAgent:
             if self.cfg.record_imagined:
                 im = self.wm.imagine_prepared(prep, self._plan[:, None]) if prep is not None else \
                     self.wm.imagine(self._frames, self._acts, self._plan[:, None], tailor=self.cfg.tailor)
-                self._imagined = im.frames[:, 0]  # [n, H, C, h, w]
+                self._imagined = im.frames[:, 0]  # [n, horizon, C, H, W]
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             self.plan_seconds += time.perf_counter() - t0

@@ -58,8 +58,8 @@ TailorMode = Literal["shared", "per_candidate"]
 Precision = Literal["float32", "bfloat16"]
 
 
-# -- observation <-> tensor (switch to the core's conversion when ``noether_rl.noether`` exports one) -----
-# the package's one uint8 observation <-> model tensor conversion (public API of noether_rl.noether)
+# -- observation <-> tensor: the package's one uint8 observation <-> model tensor conversion (public API of
+# noether_rl.noether), under the names the agents use
 obs_to_tensor = frames_to_tensor
 tensor_to_obs = tensor_to_frames
 
@@ -126,8 +126,6 @@ class WorldModel:
     precision: "float32", or "bfloat16": the candidate rollouts and the reward run under autocast to
         bfloat16 (tailoring and the warm start stay float32; returned tensors are float32). Frames then differ
         by ~1e-2; fast on CPUs with AMX / AVX512-BF16 and on GPUs (``benchmarks/mpc_speed.py --precision``).
-    On CPU, constructing a WorldModel calls :func:`keep_cpu_heap` (a process-wide allocator setting that
-    saves 7-35% of the candidate rollouts' CPU time; same values).
     channels_last: store the conv weights channels-last (same values, ~10% faster convolutions on CPU);
         default (None): on when the model is on the CPU. This changes the memory format of ``model``'s
         (and a module reward's) parameters in place.
@@ -141,6 +139,11 @@ class WorldModel:
         fails the candidates run eagerly from then on, with one warning. After replacing the model's
         parameter tensors (not in-place updates) call :meth:`use_cuda_graph` again. See
         :mod:`noether_rl.agents.cuda_graph`; ``benchmarks/mpc_speed.py --cuda-graph``.
+
+    On CPU, constructing a WorldModel calls :func:`keep_cpu_heap` (a process-wide allocator setting that
+    saves 7-35% of the candidate rollouts' CPU time; same values). Inputs of :meth:`imagine` /
+    :meth:`prepare` are torch tensors (a uint8 context is converted). To load a checkpoint use
+    :meth:`from_checkpoint`; a user guide with examples is ``docs/AGENTS.md``.
     """
 
     def __init__(self, model: nn.Module, reward: RewardModel, *, n_past: int, action_dim: int,
