@@ -307,9 +307,10 @@ def run_dream_train(cfg: DreamConfig, wm: WorldModel | None = None,
     random actions), save it (``agent.zip``; SB3's training metrics in ``sb3/progress.csv``, nothing written
     outside ``out``), evaluate it on seeded real-env episodes; writes results.json. A finished ``agent.zip``
     is reused by a rerun only when ``agent.json`` says it was trained with the same world model and reward
-    (sha256) and SB3 settings."""
-    from stable_baselines3.common.evaluation import evaluate_policy  # noqa: F401  (documented entry point)
-
+    (sha256) and SB3 settings. The real-env evaluation runs through :func:`run_episodes`, not SB3's
+    ``evaluate_policy``: one episode per seed ``seed, seed+1, ...`` (the seeds of ``plan`` and of the demo's
+    other rows, so returns pair per episode; ``evaluate_policy`` plays several episodes per env through
+    autoreset, whose starts are not seeded one by one). The saved agent works in ``evaluate_policy`` too."""
     from noether_rl.agents.dream import load_agent, make_sb3_agent
     from noether_rl.agents.model_env import EnvContexts, SB3WorldModelVecEnv, WorldModelVectorEnv
     from noether_rl.eval.results import write_results
