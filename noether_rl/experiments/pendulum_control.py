@@ -150,9 +150,10 @@ class Scale:
     dream_envs: int = 8
 
 
-# "small": the CPU default, sized for the issue's 60-minute budget on 2 cores: measured from scratch at 42b8df1's
-# recipe, 49.7 min (SVG 4.4, free-running 60 epochs 17.5, one aggregation round 9.4, meta-training 8.4, MPC rows
-# 3.5 + 4.0 (replanning every 3 steps), PPO 2.0, the rest 0.6; results.json -> wall_time_s). What the budget costs, measured on non-test data only: 60 instead of 80
+# "small": the CPU default, sized for the issue's 60-minute budget on 2 cores: measured from scratch at 34a345d's
+# recipe, 50.4 min (teacher-forced SVG 40 epochs 9.8, free-running 60 epochs 17.1, one aggregation round 7.2,
+# meta-training 7.6, MPC rows 3.0 + 3.1 (replanning every 3 steps), PPO 2.1, the rest 0.5; results.json ->
+# wall_time_s). What the budget costs, measured on non-test data only: 60 instead of 80
 # free-running epochs (validation step-10 angle error 7.8 vs 7.7 degrees, see ``Scale.free_running_epochs``);
 # one aggregation round instead of three (MPC return on each round's own collection seeds: -1165 before, -892
 # after one round, -902 / -911 after two / three); replanning every 3 steps instead of every step (selection
