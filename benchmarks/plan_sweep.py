@@ -6,7 +6,8 @@ often (less open-loop drift), more candidates or a longer horizon may matter. Th
 plan``'s recipe (:func:`noether_rl.agents.runs.run_plan`, untailored) for a grid of settings on the selection
 seeds (default 100..109: neither the evaluation seeds 0..9 nor the aggregation's collection seeds), picks by a
 rule fixed in advance — the best mean selection return; among settings within one paired s.e. of it, the
-cheapest (population x horizon x iterations / replan_every) — and runs the choice once on the evaluation seeds,
+cheapest (population x horizon x iterations / replan_every; ``--planners``: CEM / iCEM / MPPI at the same
+budget) — and runs the choice once on the evaluation seeds,
 untailored and tailored (paired). One JSON with every row.
 
     python benchmarks/plan_sweep.py --checkpoint DIR/noether/last.pt --reward-model DIR/reward.pt --out S.json
@@ -40,6 +41,7 @@ def main() -> None:
     p.add_argument("--populations", type=int, nargs="+", default=[64, 256])
     p.add_argument("--horizons", type=int, nargs="+", default=[15, 30])
     p.add_argument("--replans", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--planners", nargs="+", default=["cem"], choices=["cem", "icem", "mppi"])
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--deadline-s", type=float, default=1e9, help="no new selection row after this many seconds")
@@ -55,20 +57,20 @@ def main() -> None:
                  "settings within one paired s.e. of it the cheapest", "selection": {}, "evaluation": {}}
     rows: dict[str, list[float]] = {}
     cost: dict[str, float] = {}
-    for pop, hor, rep in itertools.product(args.populations, args.horizons, args.replans):
+    for planner, pop, hor, rep in itertools.product(args.planners, args.populations, args.horizons, args.replans):
         if rep > hor:
             continue
-        name = f"pop{pop}_h{hor}_replan{rep}"
+        name = f"pop{pop}_h{hor}_replan{rep}" if args.planners == ["cem"] else f"{planner}_pop{pop}_h{hor}_replan{rep}"
         if time.time() - t0 > args.deadline_s:
             res["selection"][name] = "skipped (deadline)"
             continue
-        cfg = replace(base, population=pop, horizon=hor, replan_every=rep)
+        cfg = replace(base, planner=planner, population=pop, horizon=hor, replan_every=rep)
         r = run_plan(cfg, wm, info)
         rows[name] = r["returns"]["values"]
         cost[name] = pop * hor * args.iterations / rep
         res["selection"][name] = {"returns": r["returns"], "control_rate_hz": r["control_rate_hz"],
-                                  "wall_time_s": r["wall_time_s"], "config": {"population": pop, "horizon": hor,
-                                                                              "replan_every": rep}}
+                                  "wall_time_s": r["wall_time_s"], "config": {"planner": planner, "population": pop,
+                                                                              "horizon": hor, "replan_every": rep}}
         print(f"{name:24s} {r['returns']['mean']:8.1f} ± {r['returns']['se']:5.1f}", flush=True)
         args.out.write_text(json.dumps(res, indent=1))
     best = max(rows, key=lambda k: np.mean(rows[k]))
