@@ -10,18 +10,21 @@ from noether_rl.cli.plan import add_reward_args, reward_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from noether_rl.agents.runs import DreamConfig as D
+
     p = sub.add_parser("dream-train", help="train PPO/SAC inside a trained world model; evaluate in the real env")
     p.add_argument("--checkpoint", required=True, help="SVG or Noether checkpoint (train / meta-train)")
-    p.add_argument("--algo", choices=["ppo", "sac"], default="ppo", help="Stable-Baselines3 algorithm")
-    p.add_argument("--steps", type=positive_int, default=20000, help="environment steps in the model")
-    p.add_argument("--out", required=True, help="output directory (results.json, video)")
-    p.add_argument("--env", default="noether_rl/PixelPendulum-v0", help="Gymnasium id of the real env")
-    p.add_argument("--n-envs", type=positive_int, default=8, help="imagined envs stepped in one batch")
+    p.add_argument("--algo", choices=["ppo", "sac"], default=D.algo, help="Stable-Baselines3 algorithm")
+    p.add_argument("--steps", type=positive_int, default=D.steps, help="environment steps in the model")
+    p.add_argument("--out", required=True, help="output directory (results.json, agent.zip, sb3/progress.csv)")
+    p.add_argument("--env", default=D.env_id, help="Gymnasium id of the real env")
+    p.add_argument("--n-envs", type=positive_int, default=D.n_envs, help="imagined envs stepped in one batch")
     p.add_argument("--no-tailor", action="store_true", help="do not tailor a Noether model in the imagined env")
-    p.add_argument("--max-episode-steps", type=positive_int, default=200, help="imagined episode length")
-    p.add_argument("--eval-episodes", type=positive_int, default=10, help="real-env evaluation episodes")
-    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
-    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--max-episode-steps", type=positive_int, default=D.max_episode_steps, help="imagined episode length")
+    p.add_argument("--eval-episodes", type=positive_int, default=D.eval_episodes, help="real-env evaluation episodes")
+    p.add_argument("--seed", type=argtypes.seed, default=D.seed,
+                   help="seed of the real-env episodes (SEED, SEED+1, ...), the model-env contexts and SB3")
+    p.add_argument("--device", type=argtypes.device, default=D.device, help="auto | cpu | cuda | cuda:N")
     add_reward_args(p)
     p.set_defaults(func=run)
 

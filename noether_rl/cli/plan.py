@@ -19,14 +19,17 @@ def saved_reward_model(s: str) -> str:
 
 
 def add_reward_args(p: argparse.ArgumentParser) -> None:
+    from noether_rl.agents.runs import RewardSpec
+
     p.add_argument("--reward", choices=["learned", "pendulum-pixels"], default="learned",
                    help="learned: a reward CNN fit on the recorded rewards of the checkpoint's training episodes "
-                        "(saved as OUT/reward.pt, reused by reruns fit with the same settings); pendulum-pixels: -(angle^2) read off the frame")
+                        "(saved as OUT/reward.pt, reused by reruns fit with the same settings); pendulum-pixels: -(angle^2 + 0.001 torque^2), "
+                        "the angle read off the frame")
     p.add_argument("--reward-model", type=saved_reward_model,
                    help="a saved reward model to use instead of fitting one (e.g. an earlier run's OUT/reward.pt)")
     p.add_argument("--reward-data", help="recording to fit the reward model on (default: the checkpoint's)")
     p.add_argument("--reward-epochs", type=positive_int,
-                   help="epochs of the reward CNN fit on recorded rewards (default: RewardSpec.epochs)")
+                   help=f"epochs of the reward CNN fit on recorded rewards (default: {RewardSpec.epochs})")
 
 
 def reward_spec(args: argparse.Namespace):
@@ -48,22 +51,25 @@ def reward_spec(args: argparse.Namespace):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from noether_rl.agents.runs import PlanConfig as C
+
     p = sub.add_parser("plan", help="MPC (CEM / iCEM / MPPI) with a trained world model in the real env")
     p.add_argument("--checkpoint", required=True, help="SVG or Noether checkpoint (train / meta-train)")
-    p.add_argument("--env", default="noether_rl/PixelPendulum-v0", help="Gymnasium id of the real env")
-    p.add_argument("--planner", choices=["cem", "icem", "mppi"], default="cem", help="trajectory optimiser")
+    p.add_argument("--env", default=C.env_id, help="Gymnasium id of the real env")
+    p.add_argument("--planner", choices=["cem", "icem", "mppi"], default=C.planner, help="trajectory optimiser")
     p.add_argument("--no-tailor", action="store_true", help="do not tailor a Noether model while planning")
-    p.add_argument("--episodes", type=positive_int, default=10, help="seeded real-env episodes (seed, seed+1, ...)")
+    p.add_argument("--episodes", type=positive_int, default=C.episodes, help="seeded real-env episodes (seed, seed+1, ...)")
     p.add_argument("--out", required=True, help="output directory (results.json, video)")
-    p.add_argument("--horizon", type=positive_int, default=15, help="planning horizon (steps)")
-    p.add_argument("--population", type=positive_int, default=128, help="candidate action sequences per iteration")
-    p.add_argument("--iterations", type=positive_int, default=3, help="optimiser iterations per plan")
-    p.add_argument("--replan-every", type=positive_int, default=1, help="replan every k env steps")
+    p.add_argument("--horizon", type=positive_int, default=C.horizon, help="planning horizon (steps)")
+    p.add_argument("--population", type=positive_int, default=C.population, help="candidate action sequences per iteration")
+    p.add_argument("--iterations", type=positive_int, default=C.iterations, help="optimiser iterations per plan")
+    p.add_argument("--replan-every", type=positive_int, default=C.replan_every, help="replan every k env steps")
     p.add_argument("--max-steps", type=positive_int, help="episode length (default: the env's)")
     p.add_argument("--no-video", action="store_true", help="skip the real | imagined video")
-    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of episodes, planner and training")
-    p.add_argument("--device", type=argtypes.device, default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    p.add_argument("--seed", type=argtypes.seed, default=C.seed,
+                   help="seed of the real-env episodes (SEED, SEED+1, ...) and the planner (the reward fit has its own, 0)")
+    p.add_argument("--device", type=argtypes.device, default=C.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default=C.precision,
                    help="of the candidate rollouts and reward (tailoring stays float32); bfloat16 is faster on "
                         "GPUs and AMX/AVX512-BF16 CPUs, frames differ by ~1e-2")
     add_reward_args(p)
@@ -100,8 +106,8 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                                                       f"{s.noether_epochs} meta epochs, {s.population} MPC "
                                                       f"candidates replanning every {s.replan_every}, "
                                                       f"{s.dream_steps} SB3 steps")
-                         + "; small is sized for 60 min on 2 CPU cores, small-long (the README's main figures) "
-                           "takes about 2 h")
+                         + "; small: measured 50.4 min on 2 CPU cores; small-long (the README's main figures, but with 40 "
+                           "instead of 20 SVG epochs) takes about 2 h")
     pc.add_argument("--seed", type=argtypes.seed, default=PendulumControlConfig.seed,
                     help="the one seed of recording, training, planner and SB3 (one model per scale: this "
                          "experiment has no --seeds); the evaluation episodes use seeds SEED, SEED+1, ...")
