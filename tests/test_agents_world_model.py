@@ -92,6 +92,11 @@ def test_imagine_rejects_bad_shapes_and_converts_uint8():
     a = wm.imagine(u8, ca, seqs).frames
     b = wm.imagine(obs_to_tensor(u8), ca, seqs).frames
     torch.testing.assert_close(a, b)
+    # numpy arrays (e.g. frames straight from gymnasium) are accepted like tensors
+    c = wm.imagine(u8.numpy(), ca.numpy(), seqs.numpy()).frames
+    torch.testing.assert_close(a, c)
+    with pytest.raises(UserError, match="context"):
+        wm.prepare(u8.numpy()[:, :, :16], ca.numpy(), 3)
 
 
 def test_pixel_angle_estimate_on_real_frames():
@@ -359,3 +364,12 @@ def test_svg_whole_map_convs_as_matmuls_match_the_convs(encoder, size):
                                atol=1e-6, rtol=1e-5)
     (code.sum() + model.decoder._start(g, None).sum()).backward()
     assert model.encoder.last.conv.weight.grad.abs().sum() > 0 and model.decoder.head.conv.weight.grad.abs().sum() > 0
+
+
+def test_world_model_accepts_only_svg_and_noether_checkpoints():
+    from types import SimpleNamespace
+
+    with pytest.raises(UserError, match="'svg_adapted' checkpoint; a world model needs an SVG or Noether"):
+        WorldModel.check_loaded(SimpleNamespace(kind="svg_adapted", path="x.pt"))
+    for kind in ("svg", "noether"):
+        WorldModel.check_loaded(SimpleNamespace(kind=kind, path="x.pt"))

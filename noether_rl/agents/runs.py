@@ -133,16 +133,10 @@ def load_world_model(checkpoint: str, reward: RewardSpec, device: torch.device, 
     from noether_rl.training.loading import load_model
 
     loaded = load_model(checkpoint, device)
+    WorldModel.check_loaded(loaded)  # before fitting a reward model for it
     rmodel, rinfo = build_reward(reward, loaded.config, device, out)
-    svg = loaded.svg
-    c = svg.cfg
-    wm = WorldModel(loaded.module, rmodel, n_past=loaded.config.data.n_past, action_dim=c.action_dim,
-                    frame_shape=(c.channels, c.image_size, c.image_size), tailor_mode=tailor_mode,  # type: ignore[arg-type]
-                    tailor_cfg=None, inner_lr=inner_lr)
-    if wm.tailor_cfg is not None and inner_steps is not None:
-        from dataclasses import replace
-
-        wm.tailor_cfg = replace(wm.tailor_cfg, steps=inner_steps)
+    wm = WorldModel.from_loaded(loaded, rmodel, inner_steps=inner_steps, inner_lr=inner_lr,
+                                tailor_mode=tailor_mode)  # type: ignore[arg-type]
     info = {"checkpoint": str(checkpoint), "kind": loaded.kind, "n_past": wm.n_past, "frame_shape": wm.frame_shape,
             "can_tailor": wm.can_tailor, "tailor_cfg": asdict(wm.tailor_cfg) if wm.tailor_cfg else None,
             "inner_lr": wm.inner_lr, "reward": rinfo}

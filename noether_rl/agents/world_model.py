@@ -226,9 +226,24 @@ class WorldModel:
         training context length; ``inner_steps``/``inner_lr`` override the tailoring inner loop."""
         from noether_rl.training.loading import load_model
 
-        loaded = load_model(path, device)
+        return cls.from_loaded(load_model(path, device), reward, n_past=n_past, inner_steps=inner_steps,
+                               inner_lr=inner_lr, tailor_mode=tailor_mode, cuda_graph=cuda_graph)
+
+    @staticmethod
+    def check_loaded(loaded: Any) -> None:
+        """UserError (one line) unless the ``LoadedModel`` is an SVG or Noether checkpoint (e.g. not the
+        ``svg_adapted`` control of the video recipe, whose learned adaptation the world model would drop)."""
         if loaded.kind not in ("svg", "noether"):
-            raise UserError(f"{path} is a {loaded.kind!r} checkpoint; planning needs an SVG or Noether checkpoint")
+            raise UserError(f"{loaded.path} is a {loaded.kind!r} checkpoint; a world model needs an SVG or Noether "
+                            "checkpoint (noether-rl train / meta-train)")
+
+    @classmethod
+    def from_loaded(cls, loaded: Any, reward: RewardModel, *, n_past: int | None = None,
+                    inner_steps: int | None = None, inner_lr: float | None = None,
+                    tailor_mode: TailorMode = "shared", cuda_graph: bool = False) -> WorldModel:
+        """As :meth:`from_checkpoint`, from a ``noether_rl.training.loading.LoadedModel`` (the one place that
+        decides which checkpoint kinds a world model accepts)."""
+        cls.check_loaded(loaded)
         module = loaded.module
         svg = loaded.svg
         cfg = svg.cfg
@@ -289,6 +304,8 @@ class WorldModel:
 
     # -- the entry points -----------------------------------------------------------------------------
     def _check_context(self, context: Tensor, context_actions: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 frames [B, T, H, W, C] (numpy or torch) or float [B, T, C, H, W] in [0, 1]; actions array-like."""
+        context, context_actions = torch.as_tensor(context), torch.as_tensor(context_actions)
         if context.dtype == torch.uint8:
             context = obs_to_tensor(context, self.device)
         context = context.to(self.device, torch.float32)
@@ -302,6 +319,7 @@ class WorldModel:
         return context[:, -self.n_past:], context_actions.to(self.device, torch.float32)
 
     def _check_seqs(self, action_seqs: Tensor, B: int, horizon: int | None = None) -> Tensor:
+        action_seqs = torch.as_tensor(action_seqs)
         if action_seqs.dim() != 4 or action_seqs.shape[0] != B or action_seqs.shape[-1] != self.action_dim \
                 or (horizon is not None and action_seqs.shape[2] != horizon):
             T = "T" if horizon is None else f"T={horizon}"
