@@ -27,6 +27,8 @@ from torch import Tensor
 
 from noether_rl.errors import UserError
 
+Bounds = Sequence[float] | Tensor  # per-dimension action bounds [A] (floats, a numpy array or a tensor)
+
 Objective = Callable[[Tensor], Tensor]
 
 
@@ -80,7 +82,7 @@ class Planner:
     horizon: H steps per action sequence; low/high: per-dimension bounds ``[A]`` (floats or a tensor).
     """
 
-    def __init__(self, horizon: int, low: Sequence[float] | Tensor, high: Sequence[float] | Tensor, *,
+    def __init__(self, horizon: int, low: Bounds, high: Bounds, *,
                  seed: int = 0, device: torch.device | str = "cpu") -> None:
         if horizon < 1:
             raise UserError(f"planner horizon must be >= 1, got {horizon}")
@@ -198,7 +200,7 @@ class CEM(Planner):
     """Cross-entropy method with a Gaussian sampler clipped to the bounds; returns the best sequence seen.
     The current mean is always one of the first iteration's candidates (so the warm start is scored)."""
 
-    def __init__(self, horizon: int, low, high, cfg: CEMConfig = CEMConfig(), *, seed: int = 0,
+    def __init__(self, horizon: int, low: Bounds, high: Bounds, cfg: CEMConfig = CEMConfig(), *, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         super().__init__(horizon, low, high, seed=seed, device=device)
         if not 1 <= cfg.elites <= cfg.population:
@@ -252,7 +254,7 @@ def colored_noise(beta: float, shape: tuple[int, ...], horizon: int, generator: 
 class ICEM(Planner):
     """Improved CEM (see :class:`ICEMConfig`)."""
 
-    def __init__(self, horizon: int, low, high, cfg: ICEMConfig = ICEMConfig(), *, seed: int = 0,
+    def __init__(self, horizon: int, low: Bounds, high: Bounds, cfg: ICEMConfig = ICEMConfig(), *, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         super().__init__(horizon, low, high, seed=seed, device=device)
         if not 1 <= cfg.elites <= cfg.population:
@@ -294,7 +296,7 @@ class ICEM(Planner):
 class MPPI(Planner):
     """Model-predictive path integral control (see :class:`MPPIConfig`); returns the weighted mean."""
 
-    def __init__(self, horizon: int, low, high, cfg: MPPIConfig = MPPIConfig(), *, seed: int = 0,
+    def __init__(self, horizon: int, low: Bounds, high: Bounds, cfg: MPPIConfig = MPPIConfig(), *, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         super().__init__(horizon, low, high, seed=seed, device=device)
         if cfg.temperature <= 0 or cfg.population < 1:
