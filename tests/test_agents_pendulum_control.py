@@ -29,8 +29,8 @@ def test_pendulum_control_toy(tmp_path):
     # the world model's held-out angle error per step, next to the copy-last floor, is reported
     at = res["heldout"]["angle_error_deg_at_steps"]
     assert {"SVG", "SVG (free-running fine-tune)", "Noether", "copy last frame"} <= set(at) and at["copy last frame"]["step 1"] is not None
-    assert res["warnings"] == below_floor_warnings(_angle_summary(json.loads(
-        (tmp_path / "pc" / "heldout" / "results.json").read_text())))
+    assert sorted(res["warnings"]) == sorted(below_floor_warnings(_angle_summary(json.loads(
+        (tmp_path / "pc" / "heldout" / "results.json").read_text()))))
     assert res["stage"] == "complete" and res["cpu_time_s"]["train_svg"] > 0
     assert res["cpu_time_s"]["train_svg_free_running"] > 0
     # data aggregation: one MPC episode per round joins the training episodes; g_phi starts from the last round
