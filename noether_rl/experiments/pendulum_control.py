@@ -123,6 +123,7 @@ class Scale:
     aggregate_epochs: int = 15
     aggregate_seed: int = 1000
     aggregate_replan_every: int = 3  # the collecting MPC's replanning interval (the reported rounds' setting)
+    aggregate_planner: str = "cem"  # the collecting MPC's optimiser (every reported round's); ``planner``: the rows'
     # std of Gaussian noise added to the collecting MPC's executed actions (``with_action_noise``; 0 = none, the
     # setting of every reported run). Measured once, on SELECTION seeds 100-109 (benchmarks/aggregation_noise.py:
     # one more round from small-long's round-2 model, 10 episodes on collection seeds 1400-1409, 15 epochs; MPC
@@ -137,6 +138,10 @@ class Scale:
     fidelity_starts: tuple[int, ...] = (0, 70, 140)  # window starts per test episode (fidelity)
     eval_episodes: int = 10
     eval_steps: int = 200  # real-env episode length for every row
+    # the MPC rows' optimiser (cem | icem | mppi). "small" uses icem: chosen for its trained model (the run at
+    # 34a345d) on SELECTION seeds 100-109 by benchmarks/plan_sweep.py's rule fixed in advance (best mean; among
+    # those within one paired s.e. the cheapest, ties in grid order), 64 x 15 x 3, replanning every 3, untailored:
+    # cem -1098 +- 20, icem -984 +- 27, mppi -938 +- 51. small-long's figures are cem's.
     planner: str = "cem"
     horizon: int = 15  # 0.75 s of the 0.05 s steps
     population: int = 64  # 10 episodes x 64 candidates x 15 steps x 3 iterations = 28800 imagined frames per plan
@@ -164,7 +169,7 @@ class Scale:
 # other ``reproduce`` experiments use; its svg_epochs=30 (the 32x32 plateau study argues for >= 40 there),
 # free_running_epochs=30 and aggregation settings are guesses, not chosen on validation data: never run).
 SCALES: dict[str, Scale] = {
-    "small": Scale(free_running_epochs=60, aggregate_rounds=1, replan_every=3),
+    "small": Scale(free_running_epochs=60, aggregate_rounds=1, replan_every=3, planner="icem"),
     "small-long": Scale(),
     "paper": Scale(size=64, width=64, g_dim=128, rnn_size=256, episodes=240, train_episodes=200, val_episodes=20,
                  stride=2, svg_epochs=30, free_running_epochs=30, noether_epochs=10, population=256, iterations=3, horizon=15,
@@ -210,7 +215,7 @@ def _train_configs(cfg: PendulumControlConfig, s: Scale, root: Path) -> tuple[Tr
 def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[int], out: Path, first_index: int,
                          device: torch.device, run_dir: Path,
                          noise_seed: int | None = None) -> tuple[list[float], float]:
-    """Untailored MPC (the scale's planner settings, replanning every ``s.aggregate_replan_every`` steps) with the predictor ``ckpt`` on real-env episodes seeded
+    """Untailored MPC (``s.aggregate_planner`` with the scale's planner settings, replanning every ``s.aggregate_replan_every`` steps) with the predictor ``ckpt`` on real-env episodes seeded
     ``seeds`` (lockstep, one batched plan per step), written as recording shards ``first_index, ...`` to ``out``.
     ``s.aggregate_action_noise`` > 0: exploration noise on the executed actions from a generator seeded
     ``noise_seed`` (default: the first collection seed). -> (returns, control rate in Hz)."""
@@ -223,7 +228,7 @@ def collect_mpc_episodes(ckpt: Path, reward: RewardSpec, s: Scale, seeds: list[i
     probe = make_real_env(PIXEL_PENDULUM_ID, wm.obs_shape)
     low, high = probe.action_space.low, probe.action_space.high
     probe.close()
-    planner = make_planner(s.planner, s.horizon, low, high, population=s.population, iterations=s.iterations,
+    planner = make_planner(s.aggregate_planner, s.horizon, low, high, population=s.population, iterations=s.iterations,
                            seed=seeds[0], device=device)
     agent = MPCAgent(wm, planner, MPCConfig(replan_every=s.aggregate_replan_every, tailor=False))
     make_env = partial(make_real_env, PIXEL_PENDULUM_ID, wm.obs_shape, s.steps)
@@ -256,7 +261,7 @@ def aggregate(cfg: PendulumControlConfig, s: Scale, root: Path, free_cfg: TrainC
             raise UserError(f"aggregate_seed={s.aggregate_seed} makes collection seeds overlap the evaluation seeds")
         key = {"predictor_sha256": sha256_file(ckpt),
                "reward": sha256_file(reward.path) if reward.path else reward.kind,
-               "seeds": seeds, "steps": s.steps, "planner": s.planner, "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
+               "seeds": seeds, "steps": s.steps, "planner": s.aggregate_planner, "horizon": s.horizon, "population": s.population, "iterations": s.iterations,
                "replan_every": s.aggregate_replan_every, "tailor": False, "precision": s.precision}
         if s.aggregate_action_noise:  # only when used: keeps the cached rounds of earlier runs valid
             key["action_noise"] = s.aggregate_action_noise
