@@ -15,7 +15,7 @@ TOY = {"width": 8, "g_dim": 8, "rnn_size": 16, "episodes": 6, "train_episodes": 
        "n_future": 3, "stride": 8, "svg_epochs": 1, "noether_epochs": 1, "reward_epochs": 1, "eval_windows": 4,
        "fidelity_starts": (0,), "eval_episodes": 2, "eval_steps": 6, "horizon": 3, "population": 8, "iterations": 1,
        "replan_every": 1, "dream_steps": 16, "dream_envs": 2, "free_running_epochs": 1, "aggregate_rounds": 2,
-       "aggregate_episodes": 1, "aggregate_epochs": 1, "aggregate_replan_every": 2}
+       "aggregate_episodes": 1, "aggregate_epochs": 1, "aggregate_replan_every": 2, "planner": "icem"}
 
 
 def test_pendulum_control_toy(tmp_path):
@@ -40,6 +40,10 @@ def test_pendulum_control_toy(tmp_path):
     assert json.loads((agg / "round1" / "data" / "manifest.json").read_text())["episodes"] == 6 + 2
     # the collecting MPC replans at its own interval, not the evaluation rows' (replan_every)
     assert json.loads((agg / "round0" / "collect.json").read_text())["config"]["replan_every"] == 2
+    # ... and with its own optimiser (Scale.aggregate_planner: CEM, so earlier rounds stay valid), not the rows'
+    assert json.loads((agg / "round0" / "collect.json").read_text())["config"]["planner"] == "cem"
+    for row in ("mpc_untailored", "mpc_tailored"):
+        assert json.loads((tmp_path / "pc" / row / "results.json").read_text())["config"]["planner"] == "icem"
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["experiment"] == "pendulum-control"
     again = run_pendulum_control(cfg)  # rerun: everything cached, same figures
     assert again["returns"] == res["returns"]
