@@ -6,8 +6,8 @@ often (less open-loop drift), more candidates or a longer horizon may matter. Th
 plan``'s recipe (:func:`noether_rl.agents.runs.run_plan`, untailored) for a grid of settings on the selection
 seeds (default 100..109: neither the evaluation seeds 0..9 nor the aggregation's collection seeds), picks by a
 rule fixed in advance — the best mean selection return; among settings within one paired s.e. of it, the
-cheapest (population x horizon x iterations / replan_every; ``--planners``: CEM / iCEM / MPPI at the same
-budget) — and runs the choice once on the evaluation seeds,
+cheapest (population x horizon x iterations / replan_every: the formula ignores iCEM's shrinking population;
+ties go to the setting first in grid order, planners in ``--planners`` order first) — and runs the choice once on the evaluation seeds,
 untailored and tailored (paired). One JSON with every row.
 
     python benchmarks/plan_sweep.py --checkpoint DIR/noether/last.pt --reward-model DIR/reward.pt --out S.json
@@ -54,7 +54,8 @@ def main() -> None:
                       episodes=args.select_episodes, seed=args.select_seed, iterations=args.iterations,
                       max_steps=args.max_steps, reward=reward, video=False, device=args.device, progress=False)
     res: dict = {"checkpoint": args.checkpoint, "device": str(device), "rule": "best mean selection return; among "
-                 "settings within one paired s.e. of it the cheapest", "selection": {}, "evaluation": {}}
+                 "settings within one paired s.e. of it the cheapest (population x horizon x iterations / "
+                 "replan_every), ties to the first in grid order (--planners order first)", "selection": {}, "evaluation": {}}
     rows: dict[str, list[float]] = {}
     cost: dict[str, float] = {}
     for planner, pop, hor, rep in itertools.product(args.planners, args.populations, args.horizons, args.replans):

@@ -94,6 +94,17 @@ def test_a_directory_made_with_another_recipe_is_refused_before_any_work(tmp_pat
     from noether_rl.experiments.pendulum_control import _check_recipe
 
     _check_recipe(out, SCALES["small-long"])
+    # fields only the evaluation MPC rows read (cached per PlanConfig) do not block a rerun: e.g. a default run
+    # made while its rows used CEM reruns them with iCEM, the trained stages reused
+    from dataclasses import asdict
+
+    old = {"config": {"scale_spec": {**asdict(SCALES["small"]), "planner": "cem", "replan_every": 1}}}
+    (out / "results.json").write_text(json.dumps(old))
+    _check_recipe(out, SCALES["small"])
+    old["config"]["scale_spec"]["aggregate_planner"] = "mppi"  # the collecting MPC's planner still does
+    (out / "results.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="aggregate_planner mppi there vs cem now"):
+        _check_recipe(out, SCALES["small"])
 
 
 def test_below_floor_warnings_names_models_not_below_copy_last():

@@ -95,6 +95,8 @@ def test_imagine_rejects_bad_shapes_and_converts_uint8():
     # numpy arrays (e.g. frames straight from gymnasium) are accepted like tensors
     c = wm.imagine(u8.numpy(), ca.numpy(), seqs.numpy()).frames
     torch.testing.assert_close(a, c)
+    flipped = u8.numpy()[:, :, :, ::-1]  # negative strides (np.flip) are copied, not refused
+    assert wm.imagine(flipped, ca.numpy(), seqs.numpy()).frames.shape == a.shape
     with pytest.raises(UserError, match="context"):
         wm.prepare(u8.numpy()[:, :, :16], ca.numpy(), 3)
 

@@ -44,6 +44,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -61,6 +62,12 @@ Precision = Literal["float32", "bfloat16"]
 # -- observation <-> tensor: the package's one uint8 observation <-> model tensor conversion (public API of
 # noether_rl.noether), under the names the agents use
 obs_to_tensor = frames_to_tensor
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_tensor(x: ArrayLike) -> Tensor:
+    """A tensor (as is) or a numpy array (copied when its strides are negative, e.g. ``np.flip``)."""
+    return x if isinstance(x, Tensor) else torch.as_tensor(np.ascontiguousarray(x))
 tensor_to_obs = tensor_to_frames
 
 
@@ -142,7 +149,7 @@ class WorldModel:
 
     On CPU, constructing a WorldModel calls :func:`keep_cpu_heap` (a process-wide allocator setting that
     saves 7-35% of the candidate rollouts' CPU time; same values). Inputs of :meth:`imagine` /
-    :meth:`prepare` are torch tensors (a uint8 context is converted). To load a checkpoint use
+    :meth:`prepare` are torch tensors or numpy arrays (a uint8 context is converted). To load a checkpoint use
     :meth:`from_checkpoint`; a user guide with examples is ``docs/AGENTS.md``.
     """
 
@@ -303,9 +310,9 @@ class WorldModel:
         return self.predictor.warm_start(context, acts, horizon, kind=kind, generator=generator)
 
     # -- the entry points -----------------------------------------------------------------------------
-    def _check_context(self, context: Tensor, context_actions: Tensor) -> tuple[Tensor, Tensor]:
+    def _check_context(self, context: ArrayLike, context_actions: ArrayLike) -> tuple[Tensor, Tensor]:
         """uint8 frames [B, T, H, W, C] (numpy or torch) or float [B, T, C, H, W] in [0, 1]; actions array-like."""
-        context, context_actions = torch.as_tensor(context), torch.as_tensor(context_actions)
+        context, context_actions = _as_tensor(context), _as_tensor(context_actions)
         if context.dtype == torch.uint8:
             context = obs_to_tensor(context, self.device)
         context = context.to(self.device, torch.float32)
@@ -318,8 +325,8 @@ class WorldModel:
                             f"got {list(context_actions.shape)}")
         return context[:, -self.n_past:], context_actions.to(self.device, torch.float32)
 
-    def _check_seqs(self, action_seqs: Tensor, B: int, horizon: int | None = None) -> Tensor:
-        action_seqs = torch.as_tensor(action_seqs)
+    def _check_seqs(self, action_seqs: ArrayLike, B: int, horizon: int | None = None) -> Tensor:
+        action_seqs = _as_tensor(action_seqs)
         if action_seqs.dim() != 4 or action_seqs.shape[0] != B or action_seqs.shape[-1] != self.action_dim \
                 or (horizon is not None and action_seqs.shape[2] != horizon):
             T = "T" if horizon is None else f"T={horizon}"
@@ -327,8 +334,8 @@ class WorldModel:
         return action_seqs.to(self.device, torch.float32)
 
     @torch.no_grad()
-    def prepare(self, context: Tensor, context_actions: Tensor, horizon: int, *, tailor: bool = True,
-                plan: Tensor | None = None, generator: torch.Generator | None = None) -> Prepared:
+    def prepare(self, context: ArrayLike, context_actions: ArrayLike, horizon: int, *, tailor: bool = True,
+                plan: ArrayLike | None = None, generator: torch.Generator | None = None) -> Prepared:
         """The candidate-independent part of imagining, for ``B`` problems: tailoring on the context and a
         rollout of ``plan`` ``[B, horizon, A]`` (default: zero actions) when ``tailor`` and the model can, and
         the predictor's warm start. Pass the result to :meth:`imagine_prepared` (any number of times)."""
@@ -428,7 +435,7 @@ class WorldModel:
         return Imagined(frames=pred.view(B, N, T, *pred.shape[2:]), rewards=r.reshape(B, N, T))
 
     @torch.no_grad()
-    def imagine(self, context: Tensor, context_actions: Tensor, action_seqs: Tensor, *, tailor: bool = True,
+    def imagine(self, context: ArrayLike, context_actions: ArrayLike, action_seqs: ArrayLike, *, tailor: bool = True,
                 generator: torch.Generator | None = None) -> Imagined:
         """Imagine ``N`` candidate futures per problem (shapes in the module docstring), batched. Mode
         "shared": ``prepare`` tailored on the mean candidate, then ``imagine_prepared``."""

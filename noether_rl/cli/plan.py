@@ -21,7 +21,7 @@ def saved_reward_model(s: str) -> str:
 def add_reward_args(p: argparse.ArgumentParser) -> None:
     from noether_rl.agents.runs import RewardSpec
 
-    p.add_argument("--reward", choices=["learned", "pendulum-pixels"], default="learned",
+    p.add_argument("--reward", choices=["learned", "pendulum-pixels"], default=RewardSpec.kind,
                    help="learned: a reward CNN fit on the recorded rewards of the checkpoint's training episodes "
                         "(saved as OUT/reward.pt, reused by reruns fit with the same settings); pendulum-pixels: -(angle^2 + 0.001 torque^2), "
                         "the angle read off the frame")
@@ -103,8 +103,8 @@ def add_pendulum_control_parser(exp: argparse._SubParsersAction) -> None:
                                                       f"{s.episodes} recorded episodes, {s.svg_epochs} SVG + "
                                                       f"{s.free_running_epochs} free-running + "
                                                       f"{s.aggregate_rounds} x {s.aggregate_epochs} aggregation + "
-                                                      f"{s.noether_epochs} meta epochs, {s.population} MPC "
-                                                      f"candidates replanning every {s.replan_every}, "
+                                                      f"{s.noether_epochs} meta epochs, {s.planner.upper()} MPC with "
+                                                      f"{s.population} candidates replanning every {s.replan_every}, "
                                                       f"{s.dream_steps} SB3 steps")
                          + "; small: measured 50.4 min on 2 CPU cores; small-long (the README's main figures, but with 40 "
                            "instead of 20 SVG epochs) takes about 2 h")

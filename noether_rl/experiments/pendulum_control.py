@@ -31,8 +31,8 @@ stride 5 on 60 training episodes: 2.5 / 14 / 33 degrees vs 7.5 / 38 / 72 for cop
 
 Nothing is selected on the test episodes or on the evaluation seeds: settings are fixed in advance or chosen on
 non-test data, each with its reason in ``Scale`` (the val episodes chose ``free_running_epochs`` and report the
-reward model's error; selection seeds 100-109 chose the planner's replanning interval; training-loss curves
-chose ``svg_epochs``).
+reward model's error; selection seeds 100-109 chose the planner's replanning interval and, for ``small``, the
+optimiser (iCEM); training-loss curves chose ``svg_epochs``).
 """
 
 from __future__ import annotations
@@ -382,15 +382,23 @@ class _Clock:
         return {"wall_time_s": self.wall, "cpu_time_s": self.cpu, "torch_threads": torch.get_num_threads()}
 
 
+# Scale fields only the evaluation MPC rows read: those rows are cached by their full PlanConfig and the
+# checkpoint's hash, so changing them reruns the rows alone (the collecting MPC has aggregate_planner /
+# aggregate_replan_every) and a rerun with other values is no mix of recipes.
+_ROW_ONLY = frozenset({"planner", "replan_every"})
+
+
 def _check_recipe(out: Path, s: Scale) -> None:
     """A rerun into a directory made with another recipe would mix stages (training runs are resumed by their
-    data and model, not their epochs): refuse it with one line naming the differences."""
+    data and model, not their epochs): refuse it with one line naming the differences (``_ROW_ONLY`` fields
+    excepted: a rerun with other ones reruns the MPC rows with the trained stages reused)."""
     old = read_json_or_none(out / "results.json")
     spec = old.get("config", {}).get("scale_spec") if isinstance(old, dict) else None
     if not isinstance(spec, dict):
         return
     new = json.loads(json.dumps(asdict(s)))
-    diff = [f"{k} {spec[k]} there vs {new[k]} now" for k in new if k in spec and spec[k] != new[k]]
+    diff = [f"{k} {spec[k]} there vs {new[k]} now" for k in new
+            if k in spec and k not in _ROW_ONLY and spec[k] != new[k]]
     if diff:
         raise UserError(f"{out} was made with another recipe ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
                         "rerun with the scale it was made with (the default before 42b8df1 is --scale small-long; "
