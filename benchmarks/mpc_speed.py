@@ -80,10 +80,10 @@ def _sync(device: torch.device) -> None:
 
 
 def time_mode(wm: WorldModel, mode: str, population: int, horizon: int, iterations: int, repeats: int,
-              device: torch.device) -> dict:
+              device: torch.device, planner_name: str = "cem") -> dict:
     wm.tailor_mode = "per_candidate" if mode == "per_candidate" else "shared"
-    planner = make_planner("cem", horizon, [-2.0], [2.0], population=population, iterations=iterations, seed=0,
-                           device=device)
+    planner = make_planner(planner_name, horizon, [-2.0], [2.0], population=population, iterations=iterations,
+                           seed=0, device=device)
     every = "plan" if mode in ("untailored", "shared") else "iteration"
     agent = MPCAgent(wm, planner, MPCConfig(tailor=mode != "untailored", tailor_every=every))
     replays0 = wm.graph_stats()["replays"]
@@ -223,7 +223,7 @@ def compare_graph(wm: WorldModel, args: argparse.Namespace, device: torch.device
             for kind in ("eager", "graph"):
                 def run(kind=kind, mode=mode):  # noqa: ANN202
                     wm.use_cuda_graph(kind == "graph", backend=backend if kind == "graph" else None)
-                    r = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
+                    r = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device, args.planner)
                     r["graph_stats"] = wm.graph_stats()
                     wm.use_cuda_graph(False)
                     return r
@@ -312,6 +312,9 @@ def main() -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="small")
     p.add_argument("--checkpoint", help="time (and measure fidelity of) a trained model instead")
     p.add_argument("--population", type=int, default=128)
+    p.add_argument("--planner", choices=["cem", "icem", "mppi"], default="cem",
+                   help="icem: its population decays per iteration (128 -> 102 -> 81 with the defaults), so it "
+                        "scores fewer candidates than 128 x iterations")
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--n-past", type=int, default=4)
@@ -359,7 +362,7 @@ def main() -> None:
                         channels_last=args.memory_format == "channels-last")
     res = {"device": str(device), "torch_threads": torch.get_num_threads(), "scale": args.scale,
            "precision": args.precision, "memory_format": args.memory_format, "reward_model": args.reward_model,
-           "checkpoint": args.checkpoint, "population": args.population, "horizon": args.horizon,
+           "checkpoint": args.checkpoint, "planner": args.planner, "population": args.population, "horizon": args.horizon,
            "iterations": args.iterations, "cuda_graph": args.cuda_graph, "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "modes": {}}
     if args.cuda_graph:
@@ -373,7 +376,8 @@ def main() -> None:
     if args.cuda_graph:
         wm.use_cuda_graph(True)
     for mode in args.modes:
-        res["modes"][mode] = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device)
+        res["modes"][mode] = time_mode(wm, mode, args.population, args.horizon, args.iterations, args.repeats, device,
+                                       args.planner)
         m = res["modes"][mode]
         base = res["modes"].get("untailored")
         if base is not None and mode != "untailored":
