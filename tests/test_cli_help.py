@@ -25,10 +25,12 @@ PARSERS = dict(_parsers(build_parser()))
 
 
 def _option_help(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """--flag -> its formatted help text (wrapped lines joined), read from the printed --help."""
+    """--flag -> its formatted help text (wrapped lines joined; a word the wrapper broke after a hyphen, e.g.
+    "small-" / "long", joined back), read from the printed --help."""
     text = parser.format_help().split("options:", 1)[-1]
     blocks = re.split(r"\n  (?=-)", text)
-    return {b.split()[0].rstrip(","): " ".join(b.split()) for b in blocks if b.strip().startswith("-")}
+    return {b.split()[0].rstrip(","): re.sub(r"(?<=\w-) (?=\w)", "", " ".join(b.split()))
+            for b in blocks if b.strip().startswith("-")}
 
 
 def test_every_subcommand_is_scanned() -> None:
