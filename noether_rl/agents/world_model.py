@@ -62,13 +62,13 @@ Precision = Literal["float32", "bfloat16"]
 # -- observation <-> tensor: the package's one uint8 observation <-> model tensor conversion (public API of
 # noether_rl.noether), under the names the agents use
 obs_to_tensor = frames_to_tensor
+tensor_to_obs = tensor_to_frames
 ArrayLike = Tensor | np.ndarray
 
 
 def _as_tensor(x: ArrayLike) -> Tensor:
     """A tensor (as is) or a numpy array (copied when its strides are negative, e.g. ``np.flip``)."""
     return x if isinstance(x, Tensor) else torch.as_tensor(np.ascontiguousarray(x))
-tensor_to_obs = tensor_to_frames
 
 
 @dataclass

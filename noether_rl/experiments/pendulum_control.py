@@ -566,8 +566,6 @@ def _angle_summary(heldout: dict[str, Any]) -> dict[str, Any]:
 def _cached(path: Path, config: dict[str, Any], checkpoint: Path | None = None) -> dict[str, Any] | None:
     """A row's results.json from an earlier run with the same config (and, given ``checkpoint``, made with a
     checkpoint of the same content: a retrained model at the same path is not reused), else None."""
-    import json
-
     res = read_json_or_none(path)
     if not isinstance(res, dict):
         return None
