@@ -203,3 +203,33 @@ def test_free_running_objective_scores_the_rollout_and_trains(tiny_recording, tm
     for bad in (dict(objective="rollout"), dict(objective="free_running", noether=NOETHER)):
         with pytest.raises(UserError, match="objective"):
             build_network(_cfg(tiny_recording, tmp_path / "bad", **bad))
+
+
+def test_pyramid_loss_adds_pooled_frame_mse_terms(tiny_recording, tmp_path):
+    from noether_rl.training.trainer import frame_loss, frame_mse, run_identity
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 3, 8, 8, generator=g), torch.rand(2, 3, 3, 8, 8, generator=g)
+    torch.testing.assert_close(frame_loss(pred, target), frame_mse(pred, target))
+    # level 1 by hand: the mean of each 2x2 block
+    p1 = pred.reshape(2, 3, 3, 4, 2, 4, 2).mean((4, 6))
+    t1 = target.reshape(2, 3, 3, 4, 2, 4, 2).mean((4, 6))
+    torch.testing.assert_close(frame_loss(pred, target, 1), frame_mse(pred, target) + frame_mse(p1, t1))
+    # a one-pixel-wide bar shifted by 2 px: no overlap, so the plain MSE does not prefer a 1 px shift to a 2 px
+    # one; the pooled terms do
+    bar = torch.zeros(1, 1, 1, 8, 8)
+    bar[..., 2] = 1.0
+    one, two = bar.roll(1, -1), bar.roll(2, -1)
+    assert frame_loss(one, bar) == frame_loss(two, bar)
+    assert frame_loss(one, bar, 2) < frame_loss(two, bar, 2)
+    cfg = _cfg(tiny_recording, tmp_path / "p", objective="free_running", pyramid_levels=2)
+    obj = Objective(build_network(cfg), 3, 4, cfg.beta, free_running=True, pyramid_levels=2)
+    frames, actions = _batch(tiny_recording)
+    torch.manual_seed(0)
+    loss = obj((frames, actions)).loss
+    ref = frame_loss(obj.net.rollout(frames[:, :3], actions, 4).pred, frames[:, 3:], 2)
+    torch.testing.assert_close(loss, ref)
+    assert "pyramid_levels" not in run_identity(_cfg(tiny_recording, tmp_path / "q"))  # old runs keep resuming
+    assert run_identity(cfg)["pyramid_levels"] == 2
+    with pytest.raises(UserError, match="pyramid_levels"):
+        build_network(_cfg(tiny_recording, tmp_path / "bad", pyramid_levels=6))  # 32 is not divisible by 64

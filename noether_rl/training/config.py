@@ -48,6 +48,11 @@ class TrainConfig:
     # barely sees an action's effect (one step of torque moves the pixel pendulum < 1 degree); a free-running
     # loss accumulates it over the horizon, which a world model for planning needs.
     objective: str = "teacher_forced"
+    # extra training-loss terms: the same frame MSE on 2x, 4x, ..., 2^pyramid_levels average-pooled frames
+    # (0 = plain frame MSE; validation always scores the plain MSE). Why: the pixel MSE of a thin object (the
+    # pendulum's rod) stops pointing towards its true position once prediction and target no longer overlap;
+    # pooled copies still overlap over larger displacements (benchmarks/pyramid_loss.py measures it).
+    pyramid_levels: int = 0
     epochs: int = 50
     batch_size: int = 16
     lr: float = 2e-3  # predictor (Adam, betas (0.9, 0.999) as SVG)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from noether_rl.data import EpisodeWindows, episode_split, load_manifest
@@ -38,6 +39,23 @@ def frame_mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).mean(dim=(2, 3, 4)).sum(1)
 
 
+def frame_loss(pred: Tensor, target: Tensor, pyramid_levels: int = 0) -> Tensor:
+    """:func:`frame_mse` plus the same on 2x, 4x, ..., ``2**pyramid_levels`` average-pooled frames -> [B]
+    (``TrainConfig.pyramid_levels``; 0: ``frame_mse`` itself)."""
+    loss = frame_mse(pred, target)
+    for _ in range(pyramid_levels):
+        pred, target = _pool2(pred), _pool2(target)
+        loss = loss + frame_mse(pred, target)
+    return loss
+
+
+def _pool2(x: Tensor) -> Tensor:
+    """[B, T, C, H, W] -> [B, T, C, H/2, W/2] (2x2 average pooling)."""
+    B, T = x.shape[:2]
+    y = F.avg_pool2d(x.flatten(0, 1), 2)
+    return y.view(B, T, *y.shape[1:])
+
+
 OBJECTIVES = ("teacher_forced", "free_running")
 
 
@@ -51,6 +69,9 @@ def build_network(cfg: TrainConfig) -> nn.Module:
         raise UserError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
     if cfg.objective != "teacher_forced" and (cfg.noether is not None or cfg.learned_adapt):
         raise UserError("objective applies to baseline SVG training only (Noether and the control roll out already)")
+    if cfg.pyramid_levels < 0 or cfg.model.image_size % (2 ** cfg.pyramid_levels):
+        raise UserError(f"pyramid_levels must be >= 0 with image_size ({cfg.model.image_size}) divisible by "
+                        f"2**pyramid_levels, got {cfg.pyramid_levels}")
     if cfg.learned_adapt:
         return LearnedAdaptation(svg, cfg.learned_adapt, cfg.data.n_future)
     if cfg.noether is None:
@@ -67,9 +88,10 @@ class Objective(nn.Module):
     """Per-example training loss of a video model on a batch (frames [B, L, C, H, W], actions [B, L-1, A])."""
 
     def __init__(self, net: nn.Module, n_past: int, n_future: int, beta: float, freeze_predictor: bool = False,
-                 free_running: bool = False) -> None:
+                 free_running: bool = False, pyramid_levels: int = 0) -> None:
         super().__init__()
         self.net = net
+        self.pyramid_levels = pyramid_levels  # TrainConfig.pyramid_levels
         self.n_past, self.n_future, self.beta = n_past, n_future, beta
         self.freeze_predictor = freeze_predictor
         self.free_running = free_running  # baseline SVG trained on its own rollout (TrainConfig.objective)
@@ -90,15 +112,15 @@ class Objective(nn.Module):
         if isinstance(self.net, LearnedAdaptation) or self.free_running:  # build_network: never with Noether
             # free-running loss, no inner step: the control's outer loss, or SVG with objective "free_running"
             p = self.net.rollout(frames[:, :P], actions, self.n_future, target=frames[:, P:])
-            loss = frame_mse(p.pred, frames[:, P:])
+            loss = frame_loss(p.pred, frames[:, P:], self.pyramid_levels)
             return StepOutput(loss if p.kl is None else loss + self.beta * p.kl, torch.ones_like(loss, dtype=torch.bool))
         if not isinstance(self.net, NoetherNetwork):
             p = self.net.teacher_forced(frames, actions, P)
-            loss = frame_mse(p.pred, frames[:, 1:])
+            loss = frame_loss(p.pred, frames[:, 1:], self.pyramid_levels)
             return StepOutput(loss if p.kl is None else loss + self.beta * p.kl, torch.ones_like(loss, dtype=torch.bool))
         context, target = frames[:, :P], frames[:, P:]
         out = self.net.predict(context, actions, self.n_future, target=target)
-        loss = frame_mse(out.pred, target)
+        loss = frame_loss(out.pred, target, self.pyramid_levels)
         if out.kl is not None:
             loss = loss + self.beta * out.kl
         stats: dict[str, Tensor] = {"inner_lr": torch.full_like(loss, out.inner_lr)}
@@ -151,6 +173,8 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
         d.pop(k, None)
     if d.get("objective") == "teacher_forced":  # the default, absent from runs made before the field existed
         d.pop("objective")
+    if d.get("pyramid_levels") == 0:  # likewise
+        d.pop("pyramid_levels")
     d["data"]["root"] = _file_hash(Path(cfg.data.root, "manifest.json"))
     if cfg.init_from:
         d["init_from"] = _file_hash(cfg.init_from)
@@ -205,7 +229,7 @@ def train(cfg: TrainConfig) -> Path:
         data = EpisodeWindows(d.root, d.n_past, d.n_future, split.train, stride=d.stride, device=device)
         frozen = not _predictor_trains(cfg)
         obj = Objective(build_network(cfg), d.n_past, d.n_future, cfg.beta, freeze_predictor=frozen,
-                        free_running=cfg.objective == "free_running").to(device)
+                        free_running=cfg.objective == "free_running", pyramid_levels=cfg.pyramid_levels).to(device)
         if cfg.init_from:
             load_predictor(obj.svg, load_checkpoint(cfg.init_from), cfg.init_from)
         groups = _param_groups(cfg, obj)
