@@ -37,7 +37,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="a finished `reproduce pendulum-control` dir")
     p.add_argument("--arm", required=True, help="arm name (a subdirectory of --out)")
-    p.add_argument("--levels", type=int, required=True, help="TrainConfig.pyramid_levels (0: the plain control)")
+    p.add_argument("--levels", type=int, default=0, help="TrainConfig.pyramid_levels (0: the plain MSE)")
+    p.add_argument("--n-future", type=int, default=None,
+                   help="frames rolled out per training window (default: the scale's n_future)")
     p.add_argument("--epochs", type=int, default=20, help="free-running epochs from the aggregated predictor")
     p.add_argument("--scale", default="small", choices=sorted(SCALES))
     p.add_argument("--out", type=Path, required=True)
@@ -52,7 +54,8 @@ def main() -> None:
     held_out = s.episodes - s.train_episodes  # validation + test episodes, at the end of every recording
     train_eps = load_manifest(data)["episodes"] - held_out
     train(replace(free, out=str(args.out / args.arm / "svg"), init_from=str(start), epochs=args.epochs,
-                  pyramid_levels=args.levels, data=replace(free.data, root=str(data), train_episodes=train_eps)))
+                  pyramid_levels=args.levels, data=replace(free.data, root=str(data), train_episodes=train_eps,
+                                                           n_future=args.n_future or s.n_future)))
 
 
 if __name__ == "__main__":
