@@ -408,7 +408,8 @@ def _check_recipe(out: Path, s: Scale) -> None:
     if diff:
         raise UserError(f"{out} was made with another recipe ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
                         "rerun with the scale it was made with (the default before 42b8df1 is --scale small-long; "
-                        "runs before 34a345d had svg_epochs 20, which no scale has now) or use another --out")
+                        "runs before 34a345d had svg_epochs 20, which no scale has now; small runs before 3fd1001 had "
+                        "aggregate_epochs 15) or use another --out")
 
 
 def run_pendulum_control(cfg: PendulumControlConfig) -> dict[str, Any]:
