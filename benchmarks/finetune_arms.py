@@ -1,25 +1,31 @@
-"""Does a pooled-pyramid frame loss make the pixel-pendulum world model respond to its actions?
+"""Fine-tune arms from a pendulum-control run's last aggregated predictor: more epochs, pyramid loss, longer horizon.
 
-The located limit of the pendulum-control demo is the learned model under the planner's candidate actions:
-over CEM's candidates its step-15 angle spreads far less than the true dynamics' (README, Agents). One
-candidate cause is the loss: the pixel MSE of a thin rod stops pointing towards the true angle once predicted
-and true rod no longer overlap, so large action effects are learned weakly. ``TrainConfig.pyramid_levels``
-adds the same MSE on 2x, 4x, ... average-pooled frames, which still overlap over larger displacements.
+The located limit of the pendulum-control demo is the learned model under the planner's candidate actions
+(README, Agents). Each arm fine-tunes the run's LAST aggregated predictor for ``--epochs`` free-running epochs
+on that round's recording (scale ``small``'s settings, fresh optimiser), changing one thing at most:
 
-Arms (the control isolates the loss: same start, data, epochs, lr, seed; only ``pyramid_levels`` differs):
-each fine-tunes the run's last aggregated predictor for ``--epochs`` free-running epochs on that round's
-recording (scale ``small``'s settings). Then, on non-test data only:
+- ``--levels L``: ``TrainConfig.pyramid_levels`` (the frame MSE also on 2x ... 2^L average-pooled frames: the
+  pixel MSE of a thin rod stops pointing towards the true angle once predicted and true rod no longer overlap;
+  pooled copies still overlap over larger displacements);
+- ``--n-future N``: roll out N frames per training window (the scale's 10 by default; the planner looks 15 ahead).
 
-    python benchmarks/pyramid_loss.py --run RUN --arm plain --levels 0 --out ARMS
-    python benchmarks/pyramid_loss.py --run RUN --arm pyramid --levels 3 --out ARMS
+With neither, the arm is the plain control (and measures what more fine-tuning epochs alone give against the
+run's round predictor). Then, on non-test data only (RUN: a ``small`` run made before 3fd1001, one round of 15
+epochs):
+
+    python benchmarks/finetune_arms.py --run RUN --arm plain --out ARMS
+    python benchmarks/finetune_arms.py --run RUN --arm pyramid --levels 3 --out ARMS
+    python benchmarks/finetune_arms.py --run RUN --arm h15 --n-future 15 --out ARMS
     python benchmarks/action_sensitivity.py --checkpoint ARMS/ARM/svg/last.pt --data RUN/data --episodes 60-69 \\
         --out ARMS/ARM/sensitivity.json                                     (validation episodes)
     noether-rl plan --checkpoint ARMS/ARM/svg/last.pt --planner icem --no-tailor --episodes 10 --seed 100 \\
         --population 64 --horizon 15 --iterations 3 --replan-every 3 --max-steps 200 \\
         --reward-model RUN/reward.pt --no-video --out ARMS/ARM/plan_sel      (selection seeds 100-109)
 
-Rule fixed before the arms ran: the pyramid loss is kept only if its selection-seed return beats the plain
-arm's by more than one paired s.e. Results: the README's Agents section.
+(and the same ``plan`` command on RUN/aggregate/round0/svg/last.pt for the round predictor itself). Rule for the
+pyramid and h15 arms, fixed before they ran: kept only if their selection-seed return beats the plain arm's by more
+than one paired s.e. The plain arm's gain over the round predictor was not under a rule fixed in advance; it made
+scale ``small``'s aggregate_epochs 35 (3fd1001). Results: the README's Agents section.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class TrainConfig:
     # extra training-loss terms: the same frame MSE on 2x, 4x, ..., 2^pyramid_levels average-pooled frames
     # (0 = plain frame MSE; validation always scores the plain MSE). Why: the pixel MSE of a thin object (the
     # pendulum's rod) stops pointing towards its true position once prediction and target no longer overlap;
-    # pooled copies still overlap over larger displacements (benchmarks/pyramid_loss.py measures it).
+    # pooled copies still overlap over larger displacements. Measured for the pendulum demo with
+    # benchmarks/finetune_arms.py (not kept for the default: README, Agents).
     pyramid_levels: int = 0
     epochs: int = 50
     batch_size: int = 16

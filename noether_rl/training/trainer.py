@@ -41,7 +41,8 @@ def frame_mse(pred: Tensor, target: Tensor) -> Tensor:
 
 def frame_loss(pred: Tensor, target: Tensor, pyramid_levels: int = 0) -> Tensor:
     """:func:`frame_mse` plus the same on 2x, 4x, ..., ``2**pyramid_levels`` average-pooled frames -> [B]
-    (``TrainConfig.pyramid_levels``; 0: ``frame_mse`` itself)."""
+    (``TrainConfig.pyramid_levels``; 0: ``frame_mse`` itself). H and W must be divisible by ``2**pyramid_levels``
+    (``build_network`` checks the config; pooling would drop an odd last row/column)."""
     loss = frame_mse(pred, target)
     for _ in range(pyramid_levels):
         pred, target = _pool2(pred), _pool2(target)
@@ -191,7 +192,7 @@ def _validation(cfg: TrainConfig, obj: Objective, device: torch.device):
     idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[: cfg.val_windows].to(device)
 
     def validate() -> dict[str, float]:
-        net, P, F = obj.net, d.n_past, d.n_future
+        net, P, n_future = obj.net, d.n_past, d.n_future
         was_training = net.training
         net.eval()
         sums = torch.zeros(2, device=device)
@@ -200,11 +201,11 @@ def _validation(cfg: TrainConfig, obj: Objective, device: torch.device):
                 frames, actions = val.batch(idx[i : i + cfg.batch_size])
                 ctx, tgt = frames[:, :P], frames[:, P:]
                 if isinstance(net, NoetherNetwork):
-                    out = net.predict(ctx, actions, F)
+                    out = net.predict(ctx, actions, n_future)
                     sums[0] += (out.pred - tgt).pow(2).mean(dim=(1, 2, 3, 4)).sum()
                     sums[1] += (out.initial - tgt).pow(2).mean(dim=(1, 2, 3, 4)).sum()
                 else:
-                    sums[0] += (net.rollout(ctx, actions, F).pred - tgt).pow(2).mean(dim=(1, 2, 3, 4)).sum()
+                    sums[0] += (net.rollout(ctx, actions, n_future).pred - tgt).pow(2).mean(dim=(1, 2, 3, 4)).sum()
         net.train(was_training)
         s = (sums / len(idx)).tolist()
         return {"val_mse": s[0], "val_mse_untailored": s[1]} if isinstance(net, NoetherNetwork) else {"val_mse": s[0]}
