@@ -24,8 +24,9 @@ epochs):
 
 (and the same ``plan`` command on RUN/aggregate/round0/svg/last.pt for the round predictor itself). Rule for the
 pyramid and h15 arms, fixed before they ran: kept only if their selection-seed return beats the plain arm's by more
-than one paired s.e. The plain arm's gain over the round predictor was not under a rule fixed in advance; it made
-scale ``small``'s aggregate_epochs 35 (3fd1001). Results: the README's Agents section.
+than one paired s.e. The plain arm's gain over the round predictor was not under a rule fixed in advance; it was
+tried as scale ``small``'s aggregate_epochs 35 (3fd1001) and reverted: from scratch that recipe took 65.7 min,
+over the demo's 60-minute budget. Results: the README's Agents section.
 """
 
 from __future__ import annotations
